@@ -10,6 +10,6 @@ NOTEBOOKS = sorted(p for p in cfg.nbs_path.glob('*.ipynb') if not p.name.startsw
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook(nb, request):
     run = set(request.config.getoption('--flags').split())
-    skip = [f for f in cfg.tst_flags.split('|') if f and f not in run]
+    skip = [f for f in cfg.tst_flags.split() if f and f not in run]
     ok, _ = nbt.test_nb(nb, skip_flags=skip, force_flags=list(run))
     assert ok, f'{nb.name} failed: its traceback is printed above'
