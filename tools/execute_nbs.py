@@ -4,7 +4,7 @@ Cells flagged `#| gpu` run only with `--gpu` (on a GPU machine); otherwise they 
 outputs they already have, so GPU results, once produced on the GPU, stay in the committed notebook.
 Run `nbdev_clean` afterwards. Usage: `python tools/execute_nbs.py [--gpu] nbs/01_lowrank.ipynb ...`
 """
-import argparse, os, re
+import argparse, os, re, sys, traceback
 from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
@@ -31,6 +31,9 @@ if __name__ == '__main__':
     ap.add_argument('--slow', action='store_true', help='also run cells flagged slow')
     a = ap.parse_args()
     if not a.gpu: os.environ.setdefault('TRITON_INTERPRET', '1')
+    failed = []
     for p in a.notebooks:
         print(f'executing {p}', flush=True)
-        execute(p, {f for f in ('gpu', 'slow') if getattr(a, f)})
+        try: execute(p, {f for f in ('gpu', 'slow') if getattr(a, f)})
+        except Exception: traceback.print_exc(); failed.append(str(p))  # the notebook is left unchanged
+    if failed: sys.exit(f'failed: {" ".join(failed)}')

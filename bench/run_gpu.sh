@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Everything the project checks or measures on a GPU, in one go, from the repository root:
+# the GPU tests, the notebooks executed with their `#| gpu` cells (outputs stored for the docs), and the
+# benchmarks (JSON under bench/results/). Wheels for what the GPU machine lacks (nbdev, IPython kernel) may be
+# put in .whl/. Results and logs are also packed into $OUT/gpu_results.tar for machines that return only $OUT.
+# Usage: bash bench/run_gpu.sh [tests] [notebooks] [bench]   (default: all three)
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+OUT=${OUT:-/tmp/elas_gpu}; mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site PATH=$PATH:/tmp/site/bin
+fi
+export ELAS_COMMIT=${ELAS_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+steps=${*:-tests notebooks bench}
+status=0
+run() { echo "== $*"; "$@" 2>&1 | tee -a "$OUT/gpu.log"; [ "${PIPESTATUS[0]}" = 0 ] || { echo "FAILED: $*" | tee -a "$OUT/gpu.log"; status=1; }; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.log"
+case " $steps " in *" tests "*) run python3 -m pytest -q -p no:cacheprovider tests/ -k gpu ;; esac
+case " $steps " in *" notebooks "*) run python3 tools/execute_nbs.py --gpu $(grep -l '#| gpu' nbs/*.ipynb) ;; esac
+if [[ " $steps " == *" bench "* ]]; then
+  for b in prune sparse_gemm ffn train_step; do [ -f bench/$b.py ] && run python3 bench/$b.py; done
+fi
+tar cf "$OUT/gpu_results.tar" bench/results nbs/*.ipynb
+exit $status
