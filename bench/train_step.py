@@ -94,7 +94,7 @@ if __name__ == '__main__':
     ap.add_argument('--out', default='bench/results/train_step.json')
     a = ap.parse_args()
     print(f"sparse tensor cores usable: {sparse24_available()}")
-    rows = []
+    rows, run_meta = [], meta()
     for size in a.sizes.split(','):
         runs = [(v, False) for v in a.variants.split(',')] + ([('full', True)] if size == '1b' else [])
         for variant, padded in runs:
@@ -103,8 +103,8 @@ if __name__ == '__main__':
                 except torch.cuda.OutOfMemoryError as e: r = dict(size=size, variant=variant, graph=mode == 'graph', error='OOM')
                 if padded: r['variant'] = 'full (padded 5504)'
                 rows.append(r); print(r, flush=True)
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    json.dump(dict(meta=meta(), rows=rows), open(a.out, 'w'), indent=1)
+                os.makedirs(os.path.dirname(a.out) or '.', exist_ok=True)
+                json.dump(dict(meta=run_meta, rows=rows), open(a.out, 'w'), indent=1)  # after every row: a time-out keeps what was measured
     print(f"\n{'size':5} {'variant':20} {'mode':5} {'tok/s':>10} {'MFU':>5} {'ms':>7} {'GB':>6}")
     for r in rows:
         if 'error' in r: print(f"{r['size']:5} {r['variant']:20} {'graph' if r['graph'] else 'eager':5} {r['error']}"); continue

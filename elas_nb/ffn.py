@@ -68,6 +68,7 @@ class ElasFFN(ReLU2FFN):
         h2 = down(h1, self.up.M, self.down.N)  # (tokens, r)
         return (h2 @ self.down.M.T).view(*x.shape[:-1], -1)
 
+    @torch.compiler.disable  # a Python-side check (cached self-test), kept out of compiled graphs
     def use_kernel(self, h1:Tensor) -> bool: # (tokens, r) bottleneck activations
         "Whether the fused 2:4 path can take `h1`: bf16/fp16 like the factors, multiples of 16, a GPU with 2:4 support."
         return (h1.is_cuda and h1.dtype in (torch.bfloat16, torch.float16) and h1.dtype == self.up.M.dtype

@@ -161,6 +161,7 @@ class Relu2Sparse24Down(torch.autograd.Function):
         return dh1, dM1, dN2, None
 
 # %% ../nbs/05_sparse_gemm.ipynb #8b24aa99
+@torch.compiler.disable  # torch.compile runs it eagerly (a graph break): dynamo must not trace cuSPARSELt's plans
 def relu2_sparse24_down(h1:Tensor, # (T, r) bf16/fp16 on a CUDA device, T a multiple of 16, r of 8
                         M1:Tensor, # (F, r) up-projection factor, F a multiple of 16
                         N2:Tensor, # (F, r) down-projection factor
