@@ -10,6 +10,8 @@ import torch
 import triton
 from triton.testing import do_bench
 
+from common import graphed, gpu_ms, meta
+
 from elas_nb.lowrank import SIZES, relu2_width
 from elas_nb.relu2 import relu2
 from elas_nb.sparse_gemm import relu2_sparse24_down, relu2_sparse24_down_ref, sparse24_available
@@ -20,29 +22,6 @@ VARIANTS = {'loro-relu2': lambda h1, M1, N2: relu2(h1 @ M1.T) @ N2,
             'elas-ref': relu2_sparse24_down_ref,
             'elas-fast': relu2_sparse24_down,
             'elas-fused': lambda h1, M1, N2: relu2_sparse24_down(h1, M1, N2, fused=True)}
-
-
-def meta() -> dict:
-    "Versions and provenance stored with every result."
-    try: commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip() or None
-    except OSError: commit = None
-    commit = os.environ.get('ELAS_COMMIT', commit)  # set by whoever copies a working tree to a machine without git
-    return dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                cusparselt=torch.backends.cusparselt.version(), commit=commit,
-                date=datetime.datetime.now().isoformat(timespec='seconds'))
-
-
-def graphed(fn):
-    "`fn` captured in a CUDA graph (after a warm-up on a side stream); returns the graph's replay."
-    side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side): fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph): fn()
-    return graph.replay
-
-
-def gpu_ms(fn) -> float: return do_bench(fn, warmup=25, rep=100, return_mode='median')
 
 
 def eager_ms(fn, n:int=10) -> float:

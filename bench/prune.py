@@ -11,6 +11,7 @@ import argparse, datetime, json, os, subprocess, sys
 import torch
 import triton
 from triton.testing import do_bench
+from common import meta
 from elas_nb.kernels import (relu2_prune_compress, lowrank_up_relu2_prune_compress, prune_bytes, compressed_shape,
                              decompress24)
 
@@ -38,14 +39,6 @@ def torch_prune(y1):
     g = y.view(-1, 4)
     keep = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, g.abs().topk(2, dim=-1).indices, True)
     return (g * keep).view_as(y1)
-
-
-def meta(commit):
-    return dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                cusparselt=torch.backends.cusparselt.version(), commit=commit,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                note='bf16 y1 ~ N(0, 1); kernel_ms: compressed buffer only; bandwidth_fraction = (kernel bytes / kernel_ms) '
-                     '/ (copy bytes / copy_ms), copy bytes = read + write of y1; torch_mask_ms: relu2 + topk mask + prune')
 
 
 def shape_rows():
@@ -109,13 +102,9 @@ def fused_rows():
     return rows
 
 
-def git_commit():
-    try: return subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError): return os.environ.get('ELAS_COMMIT', 'unknown')
-
-
 def main(out):
-    result = dict(meta=meta(git_commit()), rows=[], cslt_shapes=shape_rows(), sweep=[], fused=[],
+    result = dict(meta=meta(note='bf16 y1 ~ N(0, 1); kernel_ms: compressed buffer only; bandwidth_fraction = (kernel bytes / kernel_ms) '
+                     '/ (copy bytes / copy_ms), copy bytes = read + write of y1; torch_mask_ms: relu2 + topk mask + prune'), rows=[], cslt_shapes=shape_rows(), sweep=[], fused=[],
                   sweep_configs=SWEEP, fused_configs=FUSED_SWEEP)
     for T, F in SHAPES:
         result['rows'].append(bench_row(T, F))

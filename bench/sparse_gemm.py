@@ -10,37 +10,14 @@ import torch
 import triton
 from triton.testing import do_bench
 
+from common import graphed, gpu_ms, meta
+
 from elas_nb.kernels import relu2_prune_compress
 from elas_nb.lowrank import SIZES, relu2_width
 from elas_nb.sparse_gemm import _ALGS, down_gemm_cost, sparse24_available, sparse_mm
 
 TOKENS = (16384, 65536)
 MODEL_SIZES = ('60m', '130m', '350m', '1b')
-
-
-def meta() -> dict:
-    "Versions and provenance stored with every result."
-    try: commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip() or None
-    except OSError: commit = None
-    commit = os.environ.get('ELAS_COMMIT', commit)  # set by whoever copies a working tree to a machine without git
-    return dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                cusparselt=torch.backends.cusparselt.version(), commit=commit,
-                date=datetime.datetime.now().isoformat(timespec='seconds'))
-
-
-def graphed(fn):
-    "`fn` captured in a CUDA graph (after a warm-up on a side stream); returns the graph's replay."
-    side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side): fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph): fn()
-    return graph.replay
-
-
-def gpu_ms(fn) -> float:
-    "Median GPU time of one call (L2 flushed between calls)."
-    return do_bench(fn, warmup=25, rep=100, return_mode='median')
 
 
 def eager_ms(fn, n:int=50) -> float:

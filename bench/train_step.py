@@ -8,6 +8,7 @@ import argparse, json, os, subprocess, time
 from datetime import datetime, timezone
 import torch
 import triton
+from common import PEAK_TFLOPS, meta
 from elas_nb.lowrank import model_config, train_flops_per_token
 from elas_nb.sparse24 import set_sparse24
 from elas_nb.sparse_gemm import sparse24_available
@@ -15,15 +16,6 @@ from elas_nb.ffn import ElasFFN
 from elas_nb.model import Llama
 from elas_nb.loro import LOROAdamW, adamw
 
-PEAK_TFLOPS = 989.0  # H200 dense bf16 datasheet peak, the MFU denominator of baselines-h200.md
-
-
-def meta() -> dict:
-    "GPU, library versions, commit and date of this run."
-    commit = os.environ.get('ELAS_COMMIT') or subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()
-    return dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                cusparselt=torch.backends.cusparselt.version(), commit=commit or None,
-                date=datetime.now(timezone.utc).isoformat(timespec='seconds'), peak_tflops=PEAK_TFLOPS)
 
 
 def build(size, variant, padded, sparse_kernel):
@@ -94,7 +86,7 @@ if __name__ == '__main__':
     ap.add_argument('--out', default='bench/results/train_step.json')
     a = ap.parse_args()
     print(f"sparse tensor cores usable: {sparse24_available()}")
-    rows, run_meta = [], meta()
+    rows, run_meta = [], meta(peak_tflops=PEAK_TFLOPS)
     for size in a.sizes.split(','):
         runs = [(v, False) for v in a.variants.split(',')] + ([('full', True)] if size == '1b' else [])
         for variant, padded in runs:
