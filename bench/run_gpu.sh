@@ -2,7 +2,11 @@
 # Everything the project checks or measures on a GPU, in one go, from the repository root:
 # the GPU tests, the notebooks executed with their `#| gpu` cells (outputs stored for the docs), and the
 # benchmarks (JSON under bench/results/). Wheels for what the GPU machine lacks (nbdev, IPython kernel) may be
-# put in .whl/. Results and logs are also packed into $OUT/gpu_results.tar for machines that return only $OUT.
+# put in .whl/, made on a connected x86-64 machine with
+#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 --platform any -d .whl \
+#       nbdev==2.4.14 'execnb<0.2' 'fastcore<2' 'ghapi<2' ipykernel nbclient nbformat matplotlib-inline
+# (then delete the wheels the GPU image already has: setuptools, packaging, typing_extensions, pyyaml, psutil, ...).
+# Results and logs are also packed into $OUT/gpu_results.tar for machines that return only $OUT.
 # Usage: bash bench/run_gpu.sh [tests] [notebooks] [bench]   (default: all three)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
