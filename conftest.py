@@ -8,8 +8,13 @@ import os
 os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 import torch
+from hypothesis import settings
 
 if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1')
+
+# CI explores the same examples on every run, so a red build always means a change, never a new random draw.
+settings.register_profile('ci', derandomize=True, deadline=None, print_blob=True)
+if os.environ.get('CI'): settings.load_profile('ci')
 
 
 def pytest_addoption(parser):
