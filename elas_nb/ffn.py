@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from .lowrank import VARIANTS, ModelConfig, LowRankLinear, CoLALinear
 from .relu2 import relu2
-from .sparse_gemm import sparse24_available, relu2_sparse24_down, relu2_sparse24_down_ref
+from .sparse_gemm import sparse24_down_supported, relu2_sparse24_down, relu2_sparse24_down_ref
 
 # %% ../nbs/06_ffn.ipynb #37f7ff5b
 def make_linear(variant:str, # one of VARIANTS
@@ -68,11 +68,9 @@ class ElasFFN(ReLU2FFN):
         h2 = down(h1, self.up.M, self.down.N)  # (tokens, r)
         return (h2 @ self.down.M.T).view(*x.shape[:-1], -1)
 
-    @torch.compiler.disable  # a Python-side check (cached self-test), kept out of compiled graphs
     def use_kernel(self, h1:Tensor) -> bool: # (tokens, r) bottleneck activations
-        "Whether the fused 2:4 path can take `h1`: bf16/fp16 like the factors, multiples of 16, a GPU with 2:4 support."
-        return (h1.is_cuda and h1.dtype in (torch.bfloat16, torch.float16) and h1.dtype == self.up.M.dtype
-                and h1.shape[0] % 16 == 0 and self.up.M.shape[0] % 16 == 0 and sparse24_available(h1.device))
+        "Whether the fast 2:4 path can take `h1` with this FFN's factors (dtype, shapes, a GPU with 2:4 support)."
+        return sparse24_down_supported(h1, self.up.M, self.down.N)
 
     def extra_repr(self): return f'sparse24_active={self.sparse24_active}'
 

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DENSE_TFLOPS', 'COPY_TBS', 'down_gemm_cost', 'sparse24_available', 'sparse_mm', 'relu2_sparse24_down_ref',
-           'relu_mul_', 'Relu2Sparse24Down', 'relu2_sparse24_down']
+           'relu_mul_', 'Relu2Sparse24Down', 'sparse24_down_supported', 'relu2_sparse24_down']
 
 # %% ../nbs/05_sparse_gemm.ipynb #58d5c7af
 import os
@@ -161,12 +161,8 @@ class Relu2Sparse24Down(torch.autograd.Function):
         return dh1, dM1, dN2, None
 
 # %% ../nbs/05_sparse_gemm.ipynb #8b24aa99
-@torch.compiler.disable  # torch.compile runs it eagerly (a graph break): dynamo must not trace cuSPARSELt's plans
-def relu2_sparse24_down(h1:Tensor, # (T, r) bf16/fp16 on a CUDA device, T a multiple of 16, r of 8
-                        M1:Tensor, # (F, r) up-projection factor, F a multiple of 16
-                        N2:Tensor, # (F, r) down-projection factor
-                        fused:bool=False) -> Tensor: # compute h1 @ M1ᵀ inside the pruning kernel (y1 never written)?
-    "The fast `relu2_sparse24_down_ref`: same value and gradients, 2:4 GEMM forward, only h1 saved for the backward."
+def _check_down(h1:Tensor, M1:Tensor, N2:Tensor):
+    "Raise a clear error unless `relu2_sparse24_down` can take (h1, M1, N2)."
     for name, t in (('h1', h1), ('M1', M1), ('N2', N2)):
         if not isinstance(t, Tensor) or t.ndim != 2: raise ValueError(f"{name} must be a 2-D tensor")
     if M1.shape != N2.shape or h1.shape[1] != M1.shape[1]:
@@ -179,4 +175,19 @@ def relu2_sparse24_down(h1:Tensor, # (T, r) bf16/fp16 on a CUDA device, T a mult
         if t.device.type != 'cuda':
             raise ValueError(f"{name} is on {t.device}: relu2_sparse24_down runs on the GPU's sparse tensor cores; "
                              "use relu2_sparse24_down_ref elsewhere")
+
+@torch.compiler.disable  # a Python-side check (cached self-test), kept out of compiled graphs
+def sparse24_down_supported(h1:Tensor, M1:Tensor, N2:Tensor) -> bool:
+    "Whether `relu2_sparse24_down` takes these inputs on this GPU; callers fall back to `relu2_sparse24_down_ref` if not."
+    try: _check_down(h1, M1, N2)
+    except (TypeError, ValueError): return False
+    return sparse24_available(h1.device)
+
+@torch.compiler.disable  # torch.compile runs it eagerly (a graph break): dynamo must not trace cuSPARSELt's plans
+def relu2_sparse24_down(h1:Tensor, # (T, r) bf16/fp16 on a CUDA device, T a multiple of 16, r of 8
+                        M1:Tensor, # (F, r) up-projection factor, F a multiple of 16
+                        N2:Tensor, # (F, r) down-projection factor
+                        fused:bool=False) -> Tensor: # compute h1 @ M1ᵀ inside the pruning kernel (y1 never written)?
+    "The fast `relu2_sparse24_down_ref`: same value and gradients, 2:4 GEMM forward, only h1 saved for the backward."
+    _check_down(h1, M1, N2)
     return Relu2Sparse24Down.apply(h1.contiguous(), M1.contiguous(), N2, fused)
