@@ -3,12 +3,10 @@ masked reference (the paper's simulation of 2:4) and the fast 2:4 path, CUDA-gra
 
 Run on a GPU from the repository root: `python bench/ffn.py [--out bench/results/ffn.json]`.
 """
-import argparse, datetime, json, os, subprocess, time
+import argparse, json, time
 from pathlib import Path
 
 import torch
-import triton
-from triton.testing import do_bench
 
 from common import graphed, gpu_ms, meta
 

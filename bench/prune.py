@@ -7,9 +7,8 @@ configurations, and the GEMM-fused kernel against cuBLAS GEMM + the kernel.
 
     python bench/prune.py [--out bench/results/prune.json]
 """
-import argparse, datetime, json, os, subprocess, sys
+import argparse, json, os
 import torch
-import triton
 from triton.testing import do_bench
 from common import meta
 from elas_nb.kernels import (relu2_prune_compress, lowrank_up_relu2_prune_compress, prune_bytes, compressed_shape,

@@ -3,12 +3,10 @@
 Run on a GPU from the repository root: `python bench/sparse_gemm.py [--out bench/results/sparse_gemm.json]`.
 TFLOP/s count the dense-equivalent 2·T·F·r for both, so they compare directly.
 """
-import argparse, datetime, json, os, subprocess, time
+import argparse, json, time
 from pathlib import Path
 
 import torch
-import triton
-from triton.testing import do_bench
 
 from common import graphed, gpu_ms, meta
 

@@ -4,10 +4,8 @@ simulation (mask, then a dense GEMM) side by side. Writes bench/results/train_st
 
     python bench/train_step.py --sizes 60m,350m,1b --micro-batch 64
 """
-import argparse, json, os, subprocess, time
-from datetime import datetime, timezone
+import argparse, json, os, time
 import torch
-import triton
 from common import PEAK_TFLOPS, meta
 from elas_nb.lowrank import model_config, train_flops_per_token
 from elas_nb.sparse24 import set_sparse24
@@ -92,7 +90,7 @@ if __name__ == '__main__':
         for variant, padded in runs:
             for mode in a.modes.split(','):
                 try: r = measure(size, variant, a.micro_batch, a.seq, a.steps, mode == 'graph', padded)
-                except torch.cuda.OutOfMemoryError as e: r = dict(size=size, variant=variant, graph=mode == 'graph', error='OOM')
+                except torch.cuda.OutOfMemoryError: r = dict(size=size, variant=variant, graph=mode == 'graph', error='OOM')
                 if padded: r['variant'] = 'full (padded 5504)'
                 rows.append(r); print(r, flush=True)
                 os.makedirs(os.path.dirname(a.out) or '.', exist_ok=True)

@@ -7,7 +7,7 @@ from torch import nn
 from hypothesis import assume, given, settings, strategies as st
 
 from elas_nb.lowrank import LowRankLinear
-from elas_nb.loro import (LOROAdamW, adam_directions, adamw, cosine_restart_schedule, cosine_schedule, descend_,
+from elas_nb.loro import (LOROAdamW, adamw, cosine_restart_schedule, cosine_schedule,
                           loro_exact_update)
 
 f64 = torch.float64

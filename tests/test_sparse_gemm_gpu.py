@@ -1,6 +1,5 @@
 """GPU tests of elas_nb.sparse_gemm (skipped without CUDA): the cuSPARSELt GEMM against dense, CUDA-graph capture, and the
 fast ELAS down projection against the reference, forward and gradients."""
-import warnings
 
 import pytest
 import torch
