@@ -131,13 +131,13 @@ class ModelConfig:
 
 def model_config(size:str='60m', # one of SIZES
                  variant:str='full', # one of VARIANTS
-                 padded:bool=False, # round the SwiGLU width up to a multiple of 64 (the 1B's 5461 → 5504)
+                 paper_width:bool=False, # keep the paper's SwiGLU width I (1B: 5461) instead of rounding it up to a multiple of 64
                  **overrides) -> ModelConfig: # any ModelConfig field
     "The `ModelConfig` of a preset size and variant."
     if size not in SIZES: raise ValueError(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
     if variant not in VARIANTS: raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     s = SIZES[size]
-    I = math.ceil(s.I / 64) * 64 if padded else s.I
+    I = s.I if paper_width else math.ceil(s.I / 64) * 64
     cfg = ModelConfig(variant=variant, d_model=s.d, n_layers=s.layers, n_heads=s.heads,
                       ffn_width=I if variant in ('full', 'loro', 'cola') else relu2_width(s.I),
                       rank=s.rank, vocab_size=s.vocab)
@@ -163,12 +163,12 @@ def train_flops_per_token(cfg:ModelConfig, seq_len:int|None=None) -> int:
     return 6 * (p['non_embedding'] + cfg.vocab_size * cfg.d_model) + 12 * cfg.n_layers * T * cfg.d_model
 
 # %% ../nbs/01_lowrank.ipynb #5d2e0906
-def params_table(sizes=('60m', '130m', '350m', '1b'), variants=VARIANTS, padded:bool=False) -> list[dict]:
+def params_table(sizes=('60m', '130m', '350m', '1b'), variants=VARIANTS, paper_width:bool=False) -> list[dict]:
     "Rows of parameters (M) and training GFLOPs per token for every size × variant."
     rows = []
     for size in sizes:
         for variant in variants:
-            cfg = model_config(size, variant, padded=padded)
+            cfg = model_config(size, variant, paper_width=paper_width)
             p = count_params(cfg)
             rows.append(dict(size=size, variant=variant, ffn_width=cfg.ffn_width, rank=cfg.rank if cfg.lowrank else None,
                              params_M=p['total'] / 1e6, non_embedding_M=p['non_embedding'] / 1e6,
