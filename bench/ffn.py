@@ -1,5 +1,7 @@
-"""The ELAS FFN core h1 → h2 = prune24(relu(h1 M1ᵀ)²) N2, forward and backward: plain LORO-ReLU² (no mask), the dense
-masked reference (the paper's simulation of 2:4) and the fast 2:4 path, CUDA-graphed, with activation memory.
+"""The ELAS FFN core h1 → h2 = prune24(relu(h1 M1ᵀ)²) N2, forward and backward, CUDA-graphed, with activation memory:
+plain LORO-ReLU² (no mask) eager, compiled and with y1 recomputed in the backward (activation checkpointing); the dense masked
+reference (the paper's simulation of 2:4) eager and compiled; the fast 2:4 path saving y1 and recomputing it; and the forward
+alone of the fused up-projection kernel.
 
 Run on a GPU from the repository root: `python bench/ffn.py [--out bench/results/ffn.json]`.
 """
@@ -12,14 +14,22 @@ from common import graphed, gpu_ms, meta
 
 from elas_nb.lowrank import SIZES, relu2_width
 from elas_nb.relu2 import relu2
-from elas_nb.sparse_gemm import relu2_sparse24_down, relu2_sparse24_down_ref, sparse24_available
+from elas_nb.kernels import lowrank_up_relu2_prune_compress
+from elas_nb.sparse_gemm import relu2_sparse24_down, relu2_sparse24_down_ref, sparse24_available, sparse_mm
+from torch.utils.checkpoint import checkpoint
 
 TOKENS = (16384, 65536)
 MODEL_SIZES = ('60m', '130m', '350m', '1b')
-VARIANTS = {'loro-relu2': lambda h1, M1, N2: relu2(h1 @ M1.T) @ N2,
+def loro_relu2(h1, M1, N2): return relu2(h1 @ M1.T) @ N2
+
+VARIANTS = {'loro-relu2': loro_relu2,
+            'loro-relu2-compiled': torch.compile(loro_relu2),
+            'loro-relu2-recompute': lambda h1, M1, N2: checkpoint(loro_relu2, h1, M1, N2, use_reentrant=False),
             'elas-ref': relu2_sparse24_down_ref,
-            'elas-fast': relu2_sparse24_down,
-            'elas-fused': lambda h1, M1, N2: relu2_sparse24_down(h1, M1, N2, fused=True)}
+            'elas-ref-compiled': torch.compile(relu2_sparse24_down_ref),
+            'elas': relu2_sparse24_down,
+            'elas-recompute': lambda h1, M1, N2: relu2_sparse24_down(h1, M1, N2, recompute=True)}
+FUSED_FORWARD = lambda h1, M1, N2: sparse_mm(lowrank_up_relu2_prune_compress(h1, M1).compressed, N2, search=True)
 
 
 def eager_ms(fn, n:int=10) -> float:
@@ -64,7 +74,7 @@ def bench_shape(T:int, size:str) -> list:
     for name, f in VARIANTS.items():
         saved, peak, res = memory_mb(f, h1, M1, N2, g)
         if name == 'elas-ref': ref = res
-        errs = dict(zip(('h2', 'dh1', 'dM1', 'dN2'), map(rel_err, res, ref))) if name.startswith('elas-f') else None
+        errs = dict(zip(('h2', 'dh1', 'dM1', 'dN2'), map(rel_err, res, ref))) if name.startswith('elas') and ref is not res else None
         del res
         step = lambda: run(f, h1, M1, N2, g)
         def fwd():
@@ -72,6 +82,9 @@ def bench_shape(T:int, size:str) -> list:
         rows.append(dict(size=size, T=T, F=F, r=r, variant=name, saved_mb=saved, peak_mb=peak, rel_err=errs,
                          fwd_ms=gpu_ms(graphed(fwd)), fwd_bwd_ms=gpu_ms(graphed(step)), fwd_bwd_eager_ms=eager_ms(step)))
         torch.cuda.empty_cache()
+    with torch.no_grad(): fused_err = rel_err(FUSED_FORWARD(h1, M1, N2), ref[0])
+    rows.append(dict(size=size, T=T, F=F, r=r, variant='elas-fused-forward', rel_err=dict(h2=fused_err),
+                     fwd_ms=gpu_ms(graphed(lambda: FUSED_FORWARD(h1, M1, N2)))))
     return rows
 
 
@@ -83,10 +96,11 @@ def main():
     rows = [row for T in TOKENS for size in MODEL_SIZES for row in bench_shape(T, size)]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(dict(meta=meta(), rows=rows), indent=1))
-    print(f"{'size':>5} {'T':>6} {'variant':>11} | {'fwd ms':>7} {'fwd+bwd ms':>10} {'eager':>7} | {'saved MB':>9} {'peak MB':>8} | max rel err vs ref")
+    print(f"{'size':>5} {'T':>6} {'variant':>20} | {'fwd ms':>7} {'fwd+bwd ms':>10} {'eager':>7} | {'saved MB':>9} {'peak MB':>8} | max rel err vs ref")
     for w in rows:
         err = f"{max(w['rel_err'].values()):.1e}" if w['rel_err'] else ''
-        print(f"{w['size']:>5} {w['T']:>6} {w['variant']:>11} | {w['fwd_ms']:7.3f} {w['fwd_bwd_ms']:10.3f} {w['fwd_bwd_eager_ms']:7.3f} | "
+        if 'fwd_bwd_ms' not in w: print(f"{w['size']:>5} {w['T']:>6} {w['variant']:>20} | {w['fwd_ms']:7.3f} {'':>38} | {err}"); continue
+        print(f"{w['size']:>5} {w['T']:>6} {w['variant']:>20} | {w['fwd_ms']:7.3f} {w['fwd_bwd_ms']:10.3f} {w['fwd_bwd_eager_ms']:7.3f} | "
               f"{w['saved_mb']:9.0f} {w['peak_mb']:8.0f} | {err}")
 
 

@@ -25,7 +25,8 @@ def elas_train(size:str='tiny', # model size: tiny, 60m, 130m, 350m or 1b
                out:str=None, # output folder (default: runs/SIZE-VARIANT)
                resume:store_true=False, # continue from the latest checkpoint in --out
                device:str=None, # 'cuda' or 'cpu' (default: cuda when available)
-               compile:store_true=False, # torch.compile the model
+               eager:store_true=False, # run eagerly: no torch.compile on a GPU (a CPU always runs eagerly)
+               paper_width:store_true=False, # full/loro/cola: the paper's SwiGLU width (1B: 5461), not rounded up to a multiple of 64
                seed:int=0, # model init and data order
                log_every:int=10, # steps between log rows
                wandb:store_true=False, # also log to Weights & Biases (if installed)
@@ -33,10 +34,10 @@ def elas_train(size:str='tiny', # model size: tiny, 60m, 130m, 350m or 1b
               ):
     "Pre-train a LLaMA (full, LORO, CoLA or ELAS) with the paper's recipe; prints the final validation perplexity."
     overrides = dict(steps=steps, batch_size=batch_size, micro_batch=micro_batch, lr=lr, seq_len=seq_len,
-                     sparse_warmup=sparse_warmup, eval_every=eval_every)
+                     sparse_warmup=sparse_warmup, eval_every=eval_every, paper_width=paper_width or None)
     try: rec = recipe(size, variant, **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as e: sys.exit(f'elas-train: error: {e}')
-    try: res = train(rec, data=data, out=out or f'runs/{size}-{variant}', device=device, resume=resume, compile=compile,
+    try: res = train(rec, data=data, out=out or f'runs/{size}-{variant}', device=device, resume=resume, compile=False if eager else None,
                      seed=seed, log_every=log_every, wandb=wandb, progress=not quiet)
     except (ValueError, OSError, FloatingPointError) as e: sys.exit(f'elas-train: error: {e}')  # bad input, data, checkpoint or a NaN
     if res['png'] is not None:  # rank 0

@@ -24,7 +24,7 @@ from .lowrank import VARIANTS, model_config, train_flops_per_token
 from .sparse24 import set_sparse24
 from .model import Llama, count_parameters, load_model_state
 from .loro import LOROAdamW, adamw, cosine_restart_schedule, cosine_schedule
-from .data import build_data, inputs_targets
+from .data import Data, build_data, inputs_targets
 
 # %% ../nbs/10_train.ipynb #533d606c
 @dataclass
@@ -46,13 +46,14 @@ class Recipe:
     grad_clip: float = 0.0 # max gradient norm; 0 = no clipping
     sparse_warmup: int = 1000 # elas: dense optimizer steps before 2:4 masking
     eval_every: int = 1000 # optimizer steps between validations (and checkpoints)
-    eval_tokens: int|None = 10_000_000 # validation tokens per evaluation; None = the whole validation set
+    eval_tokens: int|None = 10_000_000 # validation tokens per evaluation; None = the whole validation set, 0 = no evaluation
+    paper_width: bool = False # full/loro/cola: the paper's SwiGLU width (1B: 5461) instead of the next multiple of 64
 
     @property
     def tokens_per_step(self) -> int: return self.batch_size * self.seq_len
 
 # %% ../nbs/10_train.ipynb #09bc96a4
-LORO_TABLE = {  # size: (peak lr, warm-up, steps, K), method §2; tiny is ours, for CPU
+LORO_TABLE = {  # size: (peak lr, warm-up, steps, K), LORO's recipes as the paper uses them; tiny is ours, for CPU
     'tiny': (1e-2, 30, 400, 100),
     '60m': (1e-2, 1000, 10_000, 500),
     '130m': (1e-2, 2000, 20_000, 500),
@@ -99,7 +100,7 @@ def prepare_model(model:nn.Module, # a plain Llama, on its device and dtype
                  ) -> nn.Module:
     "The model as training runs it: blocks compiled, then wrapped for data parallelism, in that order."
     if compile:
-        for block in model.layers: block.compile()
+        for block in model.layers: block.compile(dynamic=False)
     if ddp:
         dev = next(model.parameters()).device
         model = DDP(model, device_ids=[dev.index] if dev.type == 'cuda' else None)
@@ -130,17 +131,17 @@ def accum_steps(rec:Recipe, world_size:int=1) -> int:
 def accumulate_gradients(model:nn.Module, # as prepared
                          batches, # iterator of (B, T+1) batches
                          accum:int, # micro-batches
-                         pad_id:int, device:torch.device) -> float:
-    "Forward and backward `accum` micro-batches; the mean loss over the batch (and over ranks)."
+                         pad_id:int, device:torch.device) -> torch.Tensor:
+    "Forward and backward `accum` micro-batches; the mean loss over the batch (and over ranks), as a 0-d tensor on `device`."
     total = torch.zeros((), device=device)
     for i in range(accum):
         x, y = (t.to(device, non_blocking=True) for t in inputs_targets(next(batches), pad_id))
         with model.no_sync() if isinstance(model, DDP) and i < accum - 1 else nullcontext():
-            _, loss = model(x, y)
+            loss = model(x, y)
             (loss / accum).backward()
         total += loss.detach()
     if dist.is_initialized(): dist.all_reduce(total)
-    return total.item() / accum / (dist.get_world_size() if dist.is_initialized() else 1)
+    return total / (accum * (dist.get_world_size() if dist.is_initialized() else 1))
 
 # %% ../nbs/10_train.ipynb #f1c3c28b
 @torch.no_grad()
@@ -152,12 +153,13 @@ def evaluate(model:nn.Module, # as prepared
     model.eval()
     world = dist.get_world_size() if dist.is_initialized() else 1
     total, count = torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.float64)
+    seen = 0  # counted tokens on this rank, on the host: no GPU round trip per batch
     for b in batches:
-        x, y = (t.to(device) for t in inputs_targets(b, pad_id))
-        n = (y != -100).sum()
-        total += model(x, y)[1].double() * n
-        count += n
-        if max_tokens and count * world >= max_tokens: break
+        x, y = inputs_targets(b, pad_id)
+        n = int((y != -100).sum())
+        total += model(x.to(device), y.to(device)).double() * n
+        count += n; seen += n
+        if max_tokens and seen * world >= max_tokens: break
     model.train()
     if dist.is_initialized(): dist.all_reduce(total); dist.all_reduce(count)
     if count == 0: raise ValueError('the validation set is empty')
@@ -308,26 +310,35 @@ def plot_curves(log_path:Path|str, # a log.csv
     return Path(png_path)
 
 # %% ../nbs/10_train.ipynb #966e30c7
+def _check_finite(losses:dict, first_step:int, ckpt:Path):
+    "Raise a clear error if any of `losses` (step → value) is not finite, naming the first such step."
+    bad = [s for s, v in losses.items() if not math.isfinite(v)]
+    if bad: raise FloatingPointError(f"loss is {losses[bad[0]]} at step {bad[0]}: stopped at step {first_step}, before any later "
+                                     f"checkpoint; the last good checkpoint is {latest_checkpoint(ckpt) or 'none (none written yet)'}")
+
 def train(rec:Recipe, # what to train and how
-          data:str='embedded', # 'embedded', 'c4', or a path/glob of text/JSONL files
+          data:str|Data='embedded', # 'embedded', 'c4', a path/glob of text/JSONL files, or a `Data` built by `build_data`
           out:str|Path='runs/elas', # folder for log.csv, curves.png, tb/ and checkpoints/
           device:str|None=None, # 'cuda' or 'cpu'; default cuda when there is one
           resume:bool=False, # continue from out/checkpoints/latest
-          compile:bool=False, # torch.compile the model
+          compile:bool|None=None, # torch.compile the blocks; default: on CUDA
           seed:int=0, # model init and data order
-          log_every:int=10, # optimizer steps between log rows
+          log_every:int=10, # optimizer steps between log rows (and reads of the loss)
+          save:bool=True, # write checkpoints (at every evaluation)
           wandb:bool=False, # also log to Weights & Biases (if installed)
           progress:bool=True, # tqdm progress bar
          ) -> dict:
     "Train `rec` on `data`; returns the per-step losses, the final validation metrics and the output paths."
     rank, world, dev = init_distributed(device)
     ddp, main = dist.is_initialized(), rank == 0
+    compile = dev.type == 'cuda' if compile is None else compile
     out = Path(out); ckpt = out/'checkpoints'
     if main: out.mkdir(parents=True, exist_ok=True)
     rec = replace(rec, micro_batch=min(rec.micro_batch, max(1, rec.batch_size // world)))
     accum = accum_steps(rec, world)
-    ds = build_data(data, rec.seq_len, rec.micro_batch, seed, rank, world)
-    cfg = model_config(rec.size, rec.variant, vocab_size=ds.vocab_size, max_seq_len=rec.seq_len, sparse_warmup=rec.sparse_warmup)
+    ds = data if isinstance(data, Data) else build_data(data, rec.seq_len, rec.micro_batch, seed, rank, world)
+    cfg = model_config(rec.size, rec.variant, paper_width=rec.paper_width, vocab_size=ds.vocab_size, max_seq_len=rec.seq_len,
+                       sparse_warmup=rec.sparse_warmup)
     torch.manual_seed(seed)
     model = Llama(cfg).to(dev, train_dtype(dev))
     opt, sched = make_optimizer(model, rec)
@@ -339,49 +350,56 @@ def train(rec:Recipe, # what to train and how
     set_sparse24(model, step >= cfg.sparse_warmup)
     runner = prepare_model(model, compile=compile, ddp=ddp)
     flops = train_flops_per_token(cfg, rec.seq_len)
-    settings = dict(recipe=asdict(rec), model=asdict(cfg), data=data, world_size=world)
+    settings = dict(recipe=asdict(rec), model=asdict(cfg), data=ds.name, world_size=world, compile=compile)
     log = RunLog(out, settings, step if resume else None, wandb) if main else None
     if main and progress:
         print(f'{rec.size} {rec.variant}: {count_parameters(model)["total"] / 1e6:.2f} M parameters, {accum} × '
               f'{rec.micro_batch} × {world} sequences × {rec.seq_len} tokens = {rec.tokens_per_step:,} tokens/step, '
-              f'{flops / 1e6:.1f} MFLOP/token, {dev}')
-    losses, window, final = {}, [], {}
+              f'{flops / 1e6:.1f} MFLOP/token, {dev}, {"compiled" if compile else "eager"}')
+    losses, window, final, first_step_s = {}, {}, {}, None
     t0, tic, n0 = time.perf_counter(), time.perf_counter(), step
     bar = tqdm(total=rec.steps, initial=step, disable=not (main and progress), desc='train')
     try:
         while step < rec.steps:
-            loss = accumulate_gradients(runner, ds.train, accum, ds.pad_id, dev)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at step {step + 1}: stopped before the optimizer step; the last good "
-                                         f"checkpoint is {latest_checkpoint(ckpt) or 'none (none written yet)'}")
+            window[step + 1] = accumulate_gradients(runner, ds.train, accum, ds.pad_id, dev)
             if rec.grad_clip: nn.utils.clip_grad_norm_(model.parameters(), rec.grad_clip)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
             step += 1
             set_sparse24(model, step >= cfg.sparse_warmup)
-            losses[step] = loss; window.append(loss)
-            bar.update(); bar.set_postfix(loss=f'{loss:.3f}')
+            bar.update()
+            first_compiled = compile and step == n0 + 1  # timed apart: it includes compiling the blocks
             evaluating = step % rec.eval_every == 0 or step == rec.steps
-            if step % log_every and not evaluating: continue
-            elapsed = time.perf_counter() - tic
-            tok_s = (step - n0) * rec.tokens_per_step / elapsed
-            row = dict(step=step, tokens=step * rec.tokens_per_step, lr=sched.get_last_lr()[0], loss=sum(window) / len(window),
-                       tok_per_s=tok_s, mfu=mfu(tok_s, flops, dev, world), mem_gb=peak_memory_gb(dev),
+            if step % log_every and not (evaluating or first_compiled): continue
+            window = dict(zip(window, torch.stack(list(window.values())).tolist()))  # the one read of the losses
+            _check_finite(window, step, ckpt); losses.update(window)
+            if first_compiled:
+                first_step_s = time.perf_counter() - tic
+                if main and progress: bar.write(f'first step, with torch.compile: {first_step_s:.1f} s')
+                tic, n0 = time.perf_counter(), step
+                if not evaluating: window = {}; continue
+            loss = sum(window.values()) / len(window)
+            tok_s = (step - n0) * rec.tokens_per_step / (time.perf_counter() - tic) if step > n0 else None
+            row = dict(step=step, tokens=step * rec.tokens_per_step, lr=sched.get_last_lr()[0], loss=loss,
+                       tok_per_s=tok_s, mfu=mfu(tok_s, flops, dev, world) if tok_s else None, mem_gb=peak_memory_gb(dev),
                        sparse=int(step >= cfg.sparse_warmup) if cfg.sparse else None,
                        exact=int(getattr(opt, 'last_step_exact', False)), time_s=time.perf_counter() - t0)
+            bar.set_postfix(loss=f'{loss:.3f}')
             if evaluating:
-                final = evaluate(runner, ds.valid(), ds.pad_id, dev, rec.eval_tokens)
-                row.update(val_loss=final['val_loss'], val_ppl=final['val_ppl'])
-                if main: save_checkpoint(ckpt, step, model, opt, sched, ds.train.state_dict(), rec)
-                if main and progress:
-                    bar.write(f"step {step}: loss {row['loss']:.3f}, val loss {final['val_loss']:.3f}, val ppl {final['val_ppl']:.2f}")
+                if rec.eval_tokens != 0:
+                    final = evaluate(runner, ds.valid(), ds.pad_id, dev, rec.eval_tokens)
+                    row.update(val_loss=final['val_loss'], val_ppl=final['val_ppl'])
+                    if main and progress:
+                        bar.write(f"step {step}: loss {loss:.3f}, val loss {final['val_loss']:.3f}, val ppl {final['val_ppl']:.2f}")
+                if main and save: save_checkpoint(ckpt, step, model, opt, sched, ds.train.state_dict(), rec)
                 if ddp: dist.barrier()
             if main: log.log(**row)
-            window, tic, n0 = [], time.perf_counter(), step
-        if not final: final = evaluate(runner, ds.valid(), ds.pad_id, dev, rec.eval_tokens)  # resumed a finished run
+            window, tic, n0 = {}, time.perf_counter(), step
+        if not final and rec.eval_tokens != 0: final = evaluate(runner, ds.valid(), ds.pad_id, dev, rec.eval_tokens)  # resumed a finished run
     finally:
         bar.close()
         if log: log.close()
     png = plot_curves(out/'log.csv', out/'curves.png', cfg.sparse_warmup if cfg.sparse else None,
-                      f'{rec.size} {rec.variant} on {data}') if main else None
+                      f'{rec.size} {rec.variant} on {ds.name}') if main else None
     if ddp: dist.destroy_process_group()
-    return dict(losses=losses, **final, log=out/'log.csv', png=png, checkpoint=latest_checkpoint(ckpt) if main else None)
+    return dict(losses=losses, **final, log=out/'log.csv', png=png, checkpoint=latest_checkpoint(ckpt) if main else None,
+                first_step_s=first_step_s)

@@ -1,6 +1,6 @@
 """CPU tests of elas_nb.sparse_gemm: the cost model, the availability check, input validation, and the math of the fast
-autograd function with its two GPU-only pieces (the fused compression kernel and the cuSPARSELt GEMM) replaced by dense
-float64 equivalents, so that its forward and every gradient must match the reference to rounding."""
+operators with their two GPU-only pieces (the compression kernel and the cuSPARSELt GEMM) replaced by dense float64
+equivalents, so that the forward and every gradient must match the reference to rounding."""
 import warnings
 from typing import NamedTuple
 
@@ -24,7 +24,7 @@ def test_down_gemm_cost():
 
 @pytest.mark.parametrize('device', ['cpu', 'meta'])
 def test_sparse24_available_warns_once(device):
-    sg._AVAILABLE.pop(torch.device(device), None)
+    sg._PROBLEMS.pop(torch.device(device), None); sg._WARNED.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         assert sg.sparse24_available(device) is False
@@ -36,7 +36,7 @@ def test_sparse24_available_warns_once(device):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the answer on a machine without CUDA')
 def test_sparse24_available_without_cuda():
-    sg._AVAILABLE.pop(torch.device('cuda'), None)
+    sg._PROBLEMS.pop(torch.device('cuda'), None); sg._WARNED.clear()
     with pytest.warns(UserWarning, match='CUDA is not available'):
         assert sg.sparse24_available() is False
 
@@ -52,15 +52,16 @@ def test_relu_mul_matches_torch(n, seed):
     "The Triton pass (interpreted on a CPU: its fp32 → bf16 cast truncates, so up to one ulp apart) against relu_().mul_()."
     g = torch.Generator().manual_seed(seed)
     y, d = torch.randn(n, generator=g).bfloat16(), torch.randn(n, generator=g).bfloat16()
-    got, want = sg.relu_mul_(y.clone(), d).float(), y.clone().relu_().mul_(d).float()
+    got, want = sg.relu_mul(y, d).float(), y.clone().relu_().mul_(d).float()
     assert ((got - want).abs() <= want.abs() / 128).all()
+    assert torch.equal(sg.relu_mul(yc := y.clone(), d, out=yc).float(), got)  # in place: the same values
     y64, d64 = y.double(), d.double()
-    assert torch.equal(sg.relu_mul_(y64.clone(), d64), y64.relu() * d64)  # float64 stays exact
+    assert torch.equal(sg.relu_mul(y64, d64), y64.relu() * d64)  # float64 stays exact
 
 
 def test_relu_mul_validation():
-    with pytest.raises(ValueError, match='one shape and dtype'): sg.relu_mul_(torch.zeros(4), torch.zeros(4).half())
-    with pytest.raises(ValueError, match='contiguous'): sg.relu_mul_(torch.zeros(4, 4), torch.zeros(4, 4).T)
+    with pytest.raises(ValueError, match='one shape and dtype'): sg.relu_mul(torch.zeros(4), torch.zeros(4).half())
+    with pytest.raises(ValueError, match='contiguous'): sg.relu_mul(torch.zeros(4, 4), torch.zeros(4, 4).T)
 
 
 def test_relu2_sparse24_down_validation():
@@ -68,9 +69,7 @@ def test_relu2_sparse24_down_validation():
     with pytest.raises(ValueError, match='use relu2_sparse24_down_ref'): sg.relu2_sparse24_down(x, w, w)
     with pytest.raises(ValueError, match='M1 must be a 2-D tensor'): sg.relu2_sparse24_down(x, w[0], w)
     with pytest.raises(ValueError, match=r'need h1 \(T, r\)'): sg.relu2_sparse24_down(x, w, w[:16])
-    with pytest.raises(TypeError, match='all be bfloat16 or all float16'): sg.relu2_sparse24_down(x, w.half(), w)
-    with pytest.raises(ValueError, match='T and F multiples of 16'): sg.relu2_sparse24_down(x[:8], w, w)
-    with pytest.raises(ValueError, match='r of 8'): sg.relu2_sparse24_down(x[:, :4], w[:, :4], w[:, :4])
+    assert sg.sparse24_down_problem(x, w, w).startswith('h1 is on cpu')  # the device first: no CPU input passes
 
 
 def _grads(f, h1, M1, N2, g):
@@ -102,50 +101,50 @@ class _Pruned(NamedTuple):
 
 
 def _dense_stand_ins(monkeypatch):
-    "Replace the GPU-only kernels and GEMM by dense equivalents: 'compressed' is then the pruned y2 itself."
-    def prune(y1, dense=False): return _Pruned(p := prune24(relu2(y1)), p if dense else None)
-    monkeypatch.setattr(sg, 'relu2_prune_compress', prune)
-    monkeypatch.setattr(sg, 'lowrank_up_relu2_prune_compress', lambda h1, M1, dense=False: prune(h1 @ M1.T, dense))
+    "Replace the GPU-only kernel and GEMM by dense equivalents: 'compressed' is then the pruned y2 itself."
+    monkeypatch.setattr(sg, 'relu2_prune_compress', lambda y1, dense=False: _Pruned(p := prune24(relu2(y1)), p if dense else None))
     monkeypatch.setattr(sg, 'sparse_mm', lambda c, b, search=False: c @ b)
 
 
+def _fast(keep_y1):
+    return lambda h1, M1, N2: sg._down_op(h1, M1, N2, keep_y1)[0]
+
+
 @settings(max_examples=25, deadline=None)
-@given(T=st.integers(1, 12), groups=st.integers(1, 8), r=st.integers(1, 6), seed=st.integers(0, 2**16), fused=st.booleans())
-def test_fast_function_math_matches_reference(T, groups, r, seed, fused):
+@given(T=st.integers(1, 12), groups=st.integers(1, 8), r=st.integers(1, 6), seed=st.integers(0, 2**16), keep_y1=st.booleans())
+def test_fast_operator_math_matches_reference(T, groups, r, seed, keep_y1):
     with pytest.MonkeyPatch.context() as mp:
         _dense_stand_ins(mp)
         torch.manual_seed(seed)
         F = 4 * groups
         args = [torch.randn(*s, dtype=torch.float64) for s in ((T, r), (F, r), (F, r), (T, r))]
-        fast = _grads(lambda h1, M1, N2: sg.Relu2Sparse24Down.apply(h1, M1, N2, fused), *args)
-        for got, want in zip(fast, _grads(sg.relu2_sparse24_down_ref, *args)):
+        for got, want in zip(_grads(_fast(keep_y1), *args), _grads(sg.relu2_sparse24_down_ref, *args)):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize('fused', [False, True])
-def test_fast_function_saves_only_inputs(monkeypatch, fused):
-    "The backward must recompute y1 rather than keep any (T, F) tensor alive between forward and backward."
+@pytest.mark.parametrize('keep_y1', [False, True])
+def test_fast_operator_saves_y1_or_nothing_of_size_TF(monkeypatch, keep_y1):
+    "Saved for the backward: the inputs, plus y1 (T, F) unless it is to be recomputed."
     _dense_stand_ins(monkeypatch)
     T, F, r = 64, 256, 8
     h1, M1, N2 = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((T, r), (F, r), (F, r)))
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        sg.Relu2Sparse24Down.apply(h1, M1, N2, fused)
-    assert sorted(tuple(t.shape) for t in saved) == sorted([(T, r), (F, r), (F, r)])
+        _fast(keep_y1)(h1, M1, N2)
+    assert sorted(tuple(t.shape) for t in saved) == sorted([(T, r), (F, r), (F, r), (T, F) if keep_y1 else (0,)])
 
 
-def test_fast_function_skips_unneeded_gradients(monkeypatch):
+def test_fast_operator_gradient_of_one_input(monkeypatch):
     _dense_stand_ins(monkeypatch)
     h1, M1, N2 = torch.randn(8, 2, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
     N2.requires_grad_()
-    out = sg.Relu2Sparse24Down.apply(h1, M1, N2, False)
-    (dN2,) = torch.autograd.grad(out.sum(), N2)
+    (dN2,) = torch.autograd.grad(_fast(True)(h1, M1, N2).sum(), N2)
     torch.testing.assert_close(dN2, prune24(relu2(h1 @ M1.T)).T @ torch.ones(8, 2, dtype=torch.float64))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the GPU tests cover the real GEMM')
-@pytest.mark.parametrize('fused', [False, True])
-def test_fast_function_with_real_kernels_in_the_interpreter(monkeypatch, fused):
+@pytest.mark.parametrize('keep_y1', [False, True])
+def test_fast_operator_with_real_kernels_in_the_interpreter(monkeypatch, keep_y1):
     "The real Triton kernels (interpreted on the CPU) with only the cuSPARSELt GEMM emulated by decompress-then-multiply."
     from elas_nb.kernels import decompress24_ref
     monkeypatch.setattr(sg, 'sparse_mm', lambda c, b, search=False: decompress24_ref(c, c.shape[0], b.shape[0]) @ b)
@@ -153,6 +152,5 @@ def test_fast_function_with_real_kernels_in_the_interpreter(monkeypatch, fused):
     T, F, r = 64, 128, 16
     args = [torch.randn(T, r), torch.randn(F, r) / r**0.5, torch.randn(F, r) / r**0.5, torch.randn(T, r)]
     args = [a.to(torch.bfloat16) for a in args]
-    fast = _grads(lambda h1, M1, N2: sg.Relu2Sparse24Down.apply(h1, M1, N2, fused), *args)
-    for got, want in zip(fast, _grads(sg.relu2_sparse24_down_ref, *args)):
+    for got, want in zip(_grads(_fast(keep_y1), *args), _grads(sg.relu2_sparse24_down_ref, *args)):
         assert ((got.double() - want.double()).norm() / want.double().norm()) < 2e-2
