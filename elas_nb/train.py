@@ -367,7 +367,7 @@ def train(rec:Recipe, # what to train and how
             step += 1
             set_sparse24(model, step >= cfg.sparse_warmup)
             bar.update()
-            first_compiled = compile and step == n0 + 1  # timed apart: it includes compiling the blocks
+            first_compiled = compile and first_step_s is None  # timed apart: it includes compiling the blocks
             evaluating = step % rec.eval_every == 0 or step == rec.steps
             if step % log_every and not (evaluating or first_compiled): continue
             window = dict(zip(window, torch.stack(list(window.values())).tolist()))  # the one read of the losses
