@@ -9,14 +9,15 @@ PEAK_TFLOPS = 989.0  # H200 dense bf16 datasheet peak: the MFU denominator of ba
 
 
 def git_commit() -> str:
-    "The checked-out commit, or $ELAS_COMMIT where the tree was copied to a machine without git."
+    "$ELAS_COMMIT (set it where the tree was copied to another machine, whose git may be stale), else the checked-out commit."
+    if os.environ.get('ELAS_COMMIT'): return os.environ['ELAS_COMMIT']
     try: return subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError): return os.environ.get('ELAS_COMMIT', 'unknown')
+    except (OSError, subprocess.CalledProcessError): return 'unknown'
 
 
 def meta(**extra) -> dict:
     "GPU, library versions, commit and UTC date of this run, plus `extra` fields."
-    return dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+    return dict(gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else 'none (CPU)', torch=torch.__version__, triton=triton.__version__,
                 cusparselt=torch.backends.cusparselt.version(), commit=git_commit(),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), **extra)
 

@@ -231,6 +231,7 @@ d = { 'settings': { 'branch': 'main',
                                'elas_nb.train.prepare_model': ('train.html#prepare_model', 'elas_nb/train.py'),
                                'elas_nb.train.read_log': ('train.html#read_log', 'elas_nb/train.py'),
                                'elas_nb.train.recipe': ('train.html#recipe', 'elas_nb/train.py'),
+                               'elas_nb.train.relu2_zero_fractions': ('train.html#relu2_zero_fractions', 'elas_nb/train.py'),
                                'elas_nb.train.save_checkpoint': ('train.html#save_checkpoint', 'elas_nb/train.py'),
                                'elas_nb.train.train': ('train.html#train', 'elas_nb/train.py'),
                                'elas_nb.train.train_dtype': ('train.html#train_dtype', 'elas_nb/train.py')}}}

@@ -14,7 +14,10 @@ from .train import recipe, train
 @call_parse
 def elas_train(size:str='tiny', # model size: tiny, 60m, 130m, 350m or 1b
                variant:str='elas', # full, loro, loro-relu2, elas or cola
-               data:str='embedded', # 'embedded' (ships with elas_nb), 'c4' (streamed from the Hub) or a path/glob of .txt/.jsonl[.gz] files
+               data:str='embedded', # 'embedded' (ships with elas_nb), 'c4' (streamed from the Hub), a corpus folder, or a path/glob of text or JSONL files (.gz/.xz/.bz2 too)
+               tokenizer:str=None, # local data: a tokenizer.json (default: the corpus folder's, else the embedded one)
+               valid:str=None, # local data: validation files (default: the corpus folder's valid.jsonl, else 2 % of the data)
+               cache_dir:str=None, # local data: keep the tokenized corpus here and reuse it
                steps:int=None, # optimizer steps (default: the recipe's)
                batch_size:int=None, # sequences per optimizer step, all GPUs together (default: the recipe's)
                micro_batch:int=None, # sequences per forward/backward on one GPU; the rest is gradient accumulation
@@ -38,7 +41,8 @@ def elas_train(size:str='tiny', # model size: tiny, 60m, 130m, 350m or 1b
     try: rec = recipe(size, variant, **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as e: sys.exit(f'elas-train: error: {e}')
     try: res = train(rec, data=data, out=out or f'runs/{size}-{variant}', device=device, resume=resume, compile=False if eager else None,
-                     seed=seed, log_every=log_every, wandb=wandb, progress=not quiet)
+                     seed=seed, log_every=log_every, wandb=wandb, progress=not quiet, tokenizer=tokenizer, valid=valid,
+                     cache_dir=cache_dir)
     except (ValueError, OSError, FloatingPointError) as e: sys.exit(f'elas-train: error: {e}')  # bad input, data, checkpoint or a NaN
     if res['png'] is not None:  # rank 0
         print(f"final validation perplexity {res['val_ppl']:.2f} (loss {res['val_loss']:.4f}) after {rec.steps} steps")

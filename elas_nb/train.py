@@ -6,7 +6,7 @@
 __all__ = ['LORO_TABLE', 'MICRO_BATCH', 'SHAPE_FIELDS', 'PEAK_FLOPS', 'LOG_FIELDS', 'Recipe', 'recipe', 'init_distributed',
            'train_dtype', 'prepare_model', 'make_optimizer', 'accum_steps', 'accumulate_gradients', 'evaluate',
            'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'peak_memory_gb', 'mfu', 'RunLog', 'read_log',
-           'plot_curves', 'train']
+           'plot_curves', 'relu2_zero_fractions', 'train']
 
 # %% ../nbs/10_train.ipynb #bdc112c8
 import csv, math, os, pickle, resource, shutil, tempfile, time, warnings
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .lowrank import VARIANTS, model_config, train_flops_per_token
 from .sparse24 import set_sparse24
 from .model import Llama, count_parameters, load_model_state
+from .ffn import ReLU2FFN
 from .loro import LOROAdamW, adamw, cosine_restart_schedule, cosine_schedule
 from .data import Data, build_data, inputs_targets
 
@@ -241,7 +242,8 @@ def load_checkpoint(path:Path|str, # a checkpoint folder, or a run's checkpoint 
 
 # %% ../nbs/10_train.ipynb #cfcad81f
 PEAK_FLOPS = 989e12  # H100/H200 SXM, dense bf16 tensor cores, FLOP/s per GPU
-LOG_FIELDS = ('step', 'tokens', 'lr', 'loss', 'val_loss', 'val_ppl', 'tok_per_s', 'mfu', 'mem_gb', 'sparse', 'exact', 'time_s')
+LOG_FIELDS = ('step', 'tokens', 'lr', 'loss', 'val_loss', 'val_ppl', 'tok_per_s', 'mfu', 'mem_gb', 'sparse', 'exact', 'time_s',
+              'relu2_zeros')
 
 def peak_memory_gb(device:torch.device) -> float:
     "Peak CUDA memory allocated, or the process's peak resident memory on CPU, in GB."
@@ -273,10 +275,11 @@ class RunLog:
             else: self.wandb = wb.init(project='elas_nb', config=config, dir=str(out), resume='allow')
 
     def log(self, **row):
-        "Append one row (missing fields stay empty)."
-        with open(self.path, 'a', newline='') as f:
-            csv.DictWriter(f, LOG_FIELDS).writerow({k: f'{v:.6g}' if isinstance(v, float) else v for k, v in row.items()})
-        nums = {k: float(v) for k, v in row.items() if k != 'step' and v is not None}
+        "Append one row (missing fields stay empty; a list, one value per layer, goes to the CSV space-separated)."
+        cell = lambda v: ' '.join(f'{x:.4g}' for x in v) if isinstance(v, list) else f'{v:.6g}' if isinstance(v, float) else v
+        with open(self.path, 'a', newline='') as f: csv.DictWriter(f, LOG_FIELDS).writerow({k: cell(v) for k, v in row.items()})
+        nums = {k: float(v) for k, v in row.items() if k != 'step' and v is not None and not isinstance(v, list)}
+        nums.update({f'{k}/layer{i}': x for k, v in row.items() if isinstance(v, list) for i, x in enumerate(v)})
         if self.tb:
             for k, v in nums.items(): self.tb.add_scalar(k, v, row['step'])
         if self.wandb: self.wandb.log(nums, step=row['step'])
@@ -309,6 +312,20 @@ def plot_curves(log_path:Path|str, # a log.csv
     fig.savefig(png_path, dpi=120); plt.close(fig)
     return Path(png_path)
 
+# %% ../nbs/10_train.ipynb #a050c067
+@torch.no_grad()
+def relu2_zero_fractions(model:Llama, # the plain model
+                         idx:torch.Tensor) -> list[float]: # (B, T) token ids
+    "Per block with a ReLU² FFN, the fraction of zeros of relu(y1)² on the tokens `idx` (eager, whatever the blocks' compilation)."
+    T = idx.shape[1]
+    cos, sin, x, fractions = model.rope_cos[:T], model.rope_sin[:T], model.embed(idx), []
+    for block in model.layers:  # Block.forward, spelled out to look inside the FFN
+        x = x + block.attn(block.attn_norm(x), cos, sin)
+        h = block.ffn_norm(x)
+        if isinstance(block.ffn, ReLU2FFN): fractions.append((block.ffn.up(h) <= 0).float().mean())
+        x = x + block.ffn(h)
+    return torch.stack(fractions).tolist() if fractions else []
+
 # %% ../nbs/10_train.ipynb #966e30c7
 def _check_finite(losses:dict, first_step:int, ckpt:Path):
     "Raise a clear error if any of `losses` (step → value) is not finite, naming the first such step."
@@ -317,7 +334,7 @@ def _check_finite(losses:dict, first_step:int, ckpt:Path):
                                      f"checkpoint; the last good checkpoint is {latest_checkpoint(ckpt) or 'none (none written yet)'}")
 
 def train(rec:Recipe, # what to train and how
-          data:str|Data='embedded', # 'embedded', 'c4', a path/glob of text/JSONL files, or a `Data` built by `build_data`
+          data:str|Data='embedded', # 'embedded', 'c4', a corpus folder, a path/glob of text/JSONL files, or a `Data` from `build_data`
           out:str|Path='runs/elas', # folder for log.csv, curves.png, tb/ and checkpoints/
           device:str|None=None, # 'cuda' or 'cpu'; default cuda when there is one
           resume:bool=False, # continue from out/checkpoints/latest
@@ -327,6 +344,9 @@ def train(rec:Recipe, # what to train and how
           save:bool=True, # write checkpoints (at every evaluation)
           wandb:bool=False, # also log to Weights & Biases (if installed)
           progress:bool=True, # tqdm progress bar
+          tokenizer:str|None=None, # a tokenizer.json for local data (default: the corpus folder's, else the embedded one)
+          valid:str|None=None, # local validation files (default: the corpus folder's valid.jsonl, else 2 % of the windows)
+          cache_dir:str|None=None, # keep tokenized local data here and reuse it
          ) -> dict:
     "Train `rec` on `data`; returns the per-step losses, the final validation metrics and the output paths."
     rank, world, dev = init_distributed(device)
@@ -336,7 +356,10 @@ def train(rec:Recipe, # what to train and how
     if main: out.mkdir(parents=True, exist_ok=True)
     rec = replace(rec, micro_batch=min(rec.micro_batch, max(1, rec.batch_size // world)))
     accum = accum_steps(rec, world)
-    ds = data if isinstance(data, Data) else build_data(data, rec.seq_len, rec.micro_batch, seed, rank, world)
+    ds = data if isinstance(data, Data) else build_data(data, rec.seq_len, rec.micro_batch, seed, rank, world, tokenizer=tokenizer,
+                                                        valid=valid, cache_dir=cache_dir)
+    probe = next(iter(ds.valid()), None)  # fixed sequences on which ReLU² sparsity is measured
+    probe = probe[:8, :-1].to(dev) if probe is not None else None
     cfg = model_config(rec.size, rec.variant, paper_width=rec.paper_width, vocab_size=ds.vocab_size, max_seq_len=rec.seq_len,
                        sparse_warmup=rec.sparse_warmup)
     torch.manual_seed(seed)
@@ -350,7 +373,8 @@ def train(rec:Recipe, # what to train and how
     set_sparse24(model, step >= cfg.sparse_warmup)
     runner = prepare_model(model, compile=compile, ddp=ddp)
     flops = train_flops_per_token(cfg, rec.seq_len)
-    settings = dict(recipe=asdict(rec), model=asdict(cfg), data=ds.name, world_size=world, compile=compile)
+    settings = dict(recipe=asdict(rec), model=asdict(cfg), data=ds.name, train_tokens=ds.train_tokens, world_size=world,
+                    compile=compile)
     log = RunLog(out, settings, step if resume else None, wandb) if main else None
     if main and progress:
         print(f'{rec.size} {rec.variant}: {count_parameters(model)["total"] / 1e6:.2f} M parameters, {accum} × '
@@ -382,7 +406,8 @@ def train(rec:Recipe, # what to train and how
             row = dict(step=step, tokens=step * rec.tokens_per_step, lr=sched.get_last_lr()[0], loss=loss,
                        tok_per_s=tok_s, mfu=mfu(tok_s, flops, dev, world) if tok_s else None, mem_gb=peak_memory_gb(dev),
                        sparse=int(step >= cfg.sparse_warmup) if cfg.sparse else None,
-                       exact=int(getattr(opt, 'last_step_exact', False)), time_s=time.perf_counter() - t0)
+                       exact=int(getattr(opt, 'last_step_exact', False)), time_s=time.perf_counter() - t0,
+                       relu2_zeros=relu2_zero_fractions(model, probe) or None if probe is not None else None)
             bar.set_postfix(loss=f'{loss:.3f}')
             if evaluating:
                 if rec.eval_tokens != 0:
@@ -402,4 +427,4 @@ def train(rec:Recipe, # what to train and how
                       f'{rec.size} {rec.variant} on {ds.name}') if main else None
     if ddp: dist.destroy_process_group()
     return dict(losses=losses, **final, log=out/'log.csv', png=png, checkpoint=latest_checkpoint(ckpt) if main else None,
-                first_step_s=first_step_s)
+                first_step_s=first_step_s, train_tokens=ds.train_tokens)
