@@ -106,7 +106,8 @@ def _gemm_rows(part:str, name:str, n_in:int, n_out:int, dims:tuple, sparse24:tup
             for p, over, s in zip(PASSES, (dims[0], dims[1], 'T'), sparse24)]
 
 def gemm_budget(cfg:ModelConfig, # the model to count
-                seq_len:int|None=None) -> list[dict]: # context T of attention's products; default cfg.max_seq_len
+                seq_len:int|None=None, # context T of attention's products; default cfg.max_seq_len
+               ) -> list[dict]: # rows of part, gemm, pass, sums_over, flops (per token) and sparse24 ('paper', 'backward' or None)
     "Training FLOPs per token of every GEMM of the model, all blocks summed: one row per GEMM and pass, marked where 2:4 can apply."
     T, d, w, r = seq_len or cfg.max_seq_len, cfg.d_model, cfg.ffn_width, cfg.rank
     W, dense = ('I' if cfg.gated else 'F'), (None, None, None)
