@@ -98,7 +98,7 @@ def check_compressed(buf:Tensor, M:int, K:int):
         raise ValueError(f'buf must be contiguous with shape {compressed_shape(M, K, buf.dtype)} for an ({M}, {K}) matrix, '
                          f'got {tuple(buf.shape)}')
 
-def decompress24_ref(buf:Tensor, # from `compress24_ref`, `torch._cslt_compress` or `relu2_prune_compress`
+def decompress24_ref(buf:Tensor, # from compress24_ref, torch._cslt_compress or relu2_prune_compress
                      M:int, K:int) -> Tensor:
     "The dense (M, K) matrix that a compressed buffer encodes, in plain PyTorch."
     check_compressed(buf, M, K)
@@ -110,7 +110,7 @@ def decompress24_ref(buf:Tensor, # from `compress24_ref`, `torch._cslt_compress`
     out = torch.zeros(M, K // GROUP, GROUP, dtype=buf.dtype, device=buf.device)
     return out.scatter_(-1, torch.stack([code & 3, code >> 2], -1).long(), vals).view(M, K)
 
-# %% ../nbs/04_kernels.ipynb #687c5377
+# %% ../nbs/04_kernels.ipynb #4f3fca21
 @triton.jit
 def _round_to(x, DTYPE: tl.constexpr, BY_HAND: tl.constexpr):
     "Float32 `x` rounded to the nearest DTYPE value (ties to even), kept in float32."
@@ -121,6 +121,7 @@ def _round_to(x, DTYPE: tl.constexpr, BY_HAND: tl.constexpr):
     else:
         return x.to(DTYPE).to(tl.float32)
 
+# %% ../nbs/04_kernels.ipynb #687c5377
 @triton.jit
 def _prune24(y, OUT: tl.constexpr, BY_HAND: tl.constexpr):
     "y2 = prune24(relu(y)²) of a float32 tile (R, C), rounded to OUT: kept values (R, C/2), codes (R, C/4), y2 (R, C)."
@@ -229,7 +230,7 @@ def _relu2_prune_compress_kernel(
 # %% ../nbs/04_kernels.ipynb #9c0937f4
 class Relu2Pruned(NamedTuple):
     "What `relu2_prune_compress` returns."
-    compressed: Tensor            # cuSPARSELt buffer of y2 = prune24(relu(y1)²), shape `compressed_shape(T, F, dtype)`
+    compressed: Tensor            # cuSPARSELt buffer of y2 = prune24(relu(y1)²), shape compressed_shape(T, F, dtype)
     dense: Tensor | None = None   # (T, F) y2, when asked for
     counts: Tensor | None = None  # (F,) int32 non-zeros of each feature of y2, when asked for
 
@@ -260,7 +261,7 @@ def relu2_prune_compress(y1:Tensor, # (T, F) pre-activations, bf16/fp16/fp32, co
                          *, dense:bool=False, # also return y2 dense?
                          counts:bool=False, # also return the per-feature non-zero counts of y2?
                          out_dtype:torch.dtype|None=None, # bf16 or fp16; default y1's, bf16 for fp32 y1
-                         block_m:int|None=None, block_k:int|None=None, num_warps:int|None=None) -> Relu2Pruned: # tile (64·i × 32·j) and warps; default `PRUNE_CONFIGS`
+                         block_m:int|None=None, block_k:int|None=None, num_warps:int|None=None) -> Relu2Pruned: # tile (64·i × 32·j) and warps; default PRUNE_CONFIGS
     "y2 = prune24(relu(y1)²), compressed for `torch._cslt_sparse_mm` in one pass (optionally also dense, and counted)."
     check_matrix(y1, 'y1', HALF_TYPES + (torch.float32,))
     _check_device(y1, 'y1')

@@ -1,8 +1,11 @@
-"""Property tests of the 2:4 mask and its variants against a brute force over the 6 patterns."""
-import itertools, math
-import torch
+"""Property tests of the 2:4 mask and its variants against a brute force over the 6 patterns; the GEMM budget against
+PyTorch's FLOP counter on the built model."""
+import dataclasses, itertools, math
+import pytest, torch
 from hypothesis import given, settings, strategies as st
-from elas_nb.sparse24 import mask24, prune24, mvue24, soft_threshold24, sparse24_ste, energy_kept, magnitude
+from torch.utils.flop_counter import FlopCounterMode
+from elas_nb.lowrank import VARIANTS, model_config
+from elas_nb.sparse24 import mask24, prune24, mvue24, soft_threshold24, sparse24_ste, energy_kept, magnitude, gemm_budget
 
 PATTERNS = list(itertools.combinations(range(4), 2))
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -70,3 +73,25 @@ def test_nan_is_kept_and_propagates():
     x = torch.tensor([[float('nan'), 5.0, 6.0, 7.0]])
     assert mask24(x).tolist() == [[True, False, False, True]]  # NaN counts as the largest, then 7
     assert torch.isnan(prune24(x)).any()
+
+
+def counted_flops(cfg, backward:bool) -> float:
+    "FLOPs per token that FlopCounterMode sees in the built model (meta device: nothing is computed)."
+    from elas_nb.model import Llama  # a later module: only this test needs it
+    with torch.device('meta'): model = Llama(cfg)
+    idx = torch.zeros(1, cfg.max_seq_len, dtype=torch.long, device='meta')
+    with FlopCounterMode(display=False) as counter:
+        loss = model(idx, idx)[1]
+        if backward: loss.backward()
+    return counter.get_total_flops() / cfg.max_seq_len
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('backward', [False, True])
+def test_gemm_budget_of_one_block_matches_flop_counter(variant, backward):
+    # two blocks minus one block: the embedding and the LM head cancel, however the model computes them
+    cfg = model_config('60m', variant, max_seq_len=64)
+    one, two = (counted_flops(dataclasses.replace(cfg, n_layers=n), backward) for n in (1, 2))
+    rows = gemm_budget(dataclasses.replace(cfg, n_layers=1))
+    expected = sum(r['flops'] for r in rows if r['part'] != 'head' and (backward or r['pass'] == 'forward'))
+    assert two - one == expected
