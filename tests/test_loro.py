@@ -1,5 +1,7 @@
-"""Property and regression tests of `elas_nb.loro` against independent float64 references."""
-import copy, io, math
+"""Property and regression tests of `elas_nb.loro` against independent float64 references.
+
+The fused AdamW kernel runs on CUDA where there is one, else in Triton's interpreter on the CPU (conftest sets it)."""
+import copy, io, math, os
 
 import pytest
 import torch
@@ -7,10 +9,12 @@ from torch import nn
 from hypothesis import assume, given, settings, strategies as st
 
 from elas_nb.lowrank import LowRankLinear
-from elas_nb.loro import (LOROAdamW, adamw, cosine_restart_schedule, cosine_schedule,
-                          loro_exact_update)
+from elas_nb.loro import (LOROAdamW, adamw, cosine_restart_schedule, cosine_schedule, loro_exact_update, loro_exact_update_ref,
+                          loro_exact_step_, thin_qr, cholesky_qr2, core_factors, ieee_fp32_matmul, adamw_fused_, QR_METHODS)
 
 f64 = torch.float64
+DEV = 'cuda' if torch.cuda.is_available() and os.environ.get('TRITON_INTERPRET') != '1' else 'cpu'  # where the kernel runs
+METHODS = [(q, s) for q in QR_METHODS for s in ('eigh', 'svd')]  # the other SVD methods are cuSOLVER drivers: 'svd' on the CPU
 
 
 def dense_exact_step(M, N, G, lr):
@@ -25,29 +29,152 @@ def dense_exact_step(M, N, G, lr):
     return Ua[:, :r] @ torch.diag(S[:r]) @ Vha[:r], gap
 
 
-@settings(max_examples=150, deadline=None)
+@pytest.mark.parametrize('method', ['ref'] + METHODS)
+@settings(max_examples=100, deadline=None)
 @given(m=st.integers(2, 12), n=st.integers(2, 12), data=st.data(), seed=st.integers(0, 2**31 - 1),
        lr=st.floats(1e-3, 2.0))
-def test_exact_step_is_truncated_svd_of_projected_step(m, n, data, seed, lr):
+def test_exact_step_is_truncated_svd_of_projected_step(method, m, n, data, seed, lr):
     r = data.draw(st.integers(1, min(m, n) - 1), label='r')
     g = torch.Generator().manual_seed(seed)
     M, N, G = (torch.randn(*s, generator=g, dtype=f64) for s in [(m, r), (n, r), (m, n)])
     assume(torch.linalg.cond(M) < 1e4 and torch.linalg.cond(N) < 1e4)
     want, gap = dense_exact_step(M, N, G, lr)
     assume(gap > 1e-4)  # the rank-r truncation is well defined
-    M1, N1 = loro_exact_update(M, N, G @ N, G.T @ M, lr)
+    if method == 'ref': M1, N1 = loro_exact_update_ref(M, N, G @ N, G.T @ M, lr)
+    else: M1, N1 = loro_exact_update(M, N, G @ N, G.T @ M, lr, *method)
     assert M1.dtype == N1.dtype == f64 and M1.shape == M.shape and N1.shape == N.shape
     torch.testing.assert_close(M1 @ N1.T, want, atol=1e-8, rtol=0)
     torch.testing.assert_close(M1.T @ M1, N1.T @ N1, atol=1e-8, rtol=0)  # balanced: both equal Σ_r
 
 
-def test_exact_step_at_full_rank_and_zero_lr():
-    g = torch.Generator().manual_seed(0)
-    M, N, G = (torch.randn(*s, generator=g, dtype=f64) for s in [(5, 5), (7, 5), (5, 7)])
-    M1, N1 = loro_exact_update(M, N, G @ N, G.T @ M, 0.5)
-    torch.testing.assert_close(M1 @ N1.T, M @ N.T - 0.5 * G, atol=1e-9, rtol=0)  # P_T is the identity at r = m
-    M0, N0 = loro_exact_update(M[:, :3], N[:, :3], G @ N[:, :3], G.T @ M[:, :3], 0.0)
-    torch.testing.assert_close(M0 @ N0.T, M[:, :3] @ N[:, :3].T, atol=1e-10, rtol=0)
+def batch(L, m, n, r, dtype=f64, seed=0, spread=1.0):
+    "L pairs of factors with singular values over `spread` decades, and bounded dense (Adam-like) directions."
+    g = torch.Generator().manual_seed(seed)
+    def factor(rows):
+        Q = torch.linalg.qr(torch.randn(L, rows, r, generator=g, dtype=f64))[0]
+        O = torch.linalg.qr(torch.randn(L, r, r, generator=g, dtype=f64))[0]
+        return Q * torch.logspace(0, -spread, r, dtype=f64) @ O
+    D = [torch.randn(L, k, r, generator=g, dtype=f64).tanh() for k in (m, n)]
+    return [t.to(dtype) for t in (factor(m), factor(n), *D)]
+
+
+def rel_err(a, b): return ((a - b).norm(dim=(-2, -1)) / b.norm(dim=(-2, -1))).max().item()
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('m,n,r', [(40, 24, 6), (24, 40, 6), (9, 13, 5), (7, 7, 7), (30, 30, 1)])
+def test_batched_exact_step_equals_per_pair(method, m, n, r):
+    "Leading dims (2, 3): each pair as the reference alone would step it (products and singular values; factor signs may differ)."
+    M, N, D_M, D_N = (t.reshape(2, 3, *t.shape[1:]) for t in batch(6, m, n, r, seed=m * n + r))
+    M1, N1 = loro_exact_update(M, N, D_M, D_N, 0.05, *method)
+    assert M1.shape == M.shape and N1.shape == N.shape
+    for i in range(2):
+        for j in range(3):
+            A, B = loro_exact_update_ref(M[i, j], N[i, j], D_M[i, j], D_N[i, j], 0.05)
+            torch.testing.assert_close(M1[i, j] @ N1[i, j].T, A @ B.T, atol=1e-10, rtol=0)
+            torch.testing.assert_close(torch.linalg.svdvals(M1[i, j] @ N1[i, j].T)[:r], torch.linalg.svdvals(A @ B.T)[:r],
+                                       atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('spread', [0.5, 2.0])
+def test_fp32_exact_step_close_to_float64(method, spread):
+    "fp32 against the float64 step: relative error of M⁺N⁺ᵀ well under 1e-4, also with factors of condition number 100."
+    M, N, D_M, D_N = batch(3, 256, 96, 32, spread=spread, seed=1)
+    want = loro_exact_update_ref(M[0], N[0], D_M[0], D_N[0], 1e-2)
+    M1, N1 = loro_exact_update(*(t.float() for t in (M, N, D_M, D_N)), 1e-2, *method)
+    assert M1.dtype == torch.float32
+    assert rel_err((M1[0] @ N1[0].T).double(), want[0] @ want[1].T) < 1e-5
+
+
+def test_cholesky_qr_falls_back_to_householder():
+    "fp32 Cholesky-QR2 fails on κ = 1e5 and on a rank-deficient matrix; thin_qr still returns orthonormal Q with QR = X."
+    X = batch(3, 200, 10, 10, dtype=torch.float32, spread=5.0)[0]
+    X[0] = batch(1, 200, 10, 10, dtype=torch.float32, spread=0.5, seed=3)[0][0]
+    X[2, :, 3] = X[2, :, 4]
+    assert cholesky_qr2(X)[3].tolist() == [True, False, False]
+    Q, R, R_inv = thin_qr(X)
+    torch.testing.assert_close(Q @ R, X, atol=1e-5, rtol=0)
+    torch.testing.assert_close(Q.mT @ Q, torch.eye(10).expand(3, 10, 10), atol=1e-5, rtol=0)
+    torch.testing.assert_close(R[0] @ R_inv[0], torch.eye(10), atol=1e-4, rtol=0)
+    assert thin_qr(X, inverse=False)[2] is None
+    with pytest.raises(ValueError, match='method must be one of'): thin_qr(X, 'gram')
+    with pytest.raises(ValueError, match='method must be one of'): core_factors(X[:, :10], 3, 'lapack')
+
+
+def test_exact_step_keeps_fp32_matmul_precision():
+    "The step runs in full fp32 and gives the caller's setting back, after an error too."
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision('medium')
+        loro_exact_update(*batch(2, 12, 10, 3, dtype=torch.float32), 0.1)
+        assert torch.get_float32_matmul_precision() == 'medium'
+        with pytest.raises(RuntimeError), ieee_fp32_matmul():
+            assert torch.get_float32_matmul_precision() == 'highest'
+            raise RuntimeError('boom')
+        assert torch.get_float32_matmul_precision() == 'medium'
+    finally: torch.set_float32_matmul_precision(before)
+
+
+def test_exact_step_groups_pairs_by_shape():
+    "Mixed shapes and dtypes, weight decay: every pair ends where the reference takes it; bf16 factors are written back in bf16."
+    shapes = [(10, 6, 3), (6, 10, 3), (10, 6, 3), (10, 6, 2), (10, 6, 3)]
+    pairs, dirs, want = [], [], []
+    for k, (m, n, r) in enumerate(shapes):
+        M, N, D_M, D_N = (t[0] for t in batch(1, m, n, r, seed=k))
+        if k == 4: M, N = M.bfloat16(), N.bfloat16()
+        dt = f64 if M.dtype == f64 else torch.float32
+        want.append(loro_exact_update_ref(M.to(dt) * 0.9, N.to(dt) * 0.9, D_M.to(dt), D_N.to(dt), 0.1))
+        pairs.append((M, N)); dirs.append((D_M.to(dt), D_N.to(dt)))
+    loro_exact_step_(pairs, dirs, 0.1, decay=0.1)
+    for (M, N), (A, B) in zip(pairs, want):
+        tol = 1e-12 if M.dtype == f64 else 5e-2
+        torch.testing.assert_close((M.to(A.dtype) @ N.to(A.dtype).T), A @ B.T, atol=tol, rtol=0)
+    assert pairs[4][0].dtype == torch.bfloat16
+
+
+def adamw_step_f64(p, g, m, v, t, lr, betas, eps, decay):
+    "One AdamW step in float64 from the given state: (p, m, v)."
+    b1, b2 = betas
+    p, g, m, v = (x.double() for x in (p, g, m, v))
+    m = m + (1 - b1) * (g - m)
+    v = b2 * v + (1 - b2) * g * g
+    p = p * (1 - decay) - lr / (1 - b1 ** t) * m / (v.sqrt() / math.sqrt(1 - b2 ** t) + eps)
+    return p, m, v
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.one_of(st.tuples(st.integers(1, 700)), st.tuples(st.integers(1, 37), st.integers(1, 29))),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), decay=st.sampled_from([0.0, 1e-2]),
+       steps=st.integers(1, 4), block=st.sampled_from([64, 256, None]), lr=st.floats(1e-4, 1e-1),
+       seed=st.integers(0, 2**31 - 1))
+def test_fused_update_equals_float64_adamw(shape, dtype, decay, steps, block, lr, seed):
+    "Step by step from the kernel's own state: moments to fp32 rounding, the parameter to its dtype's rounding."
+    g = torch.Generator().manual_seed(seed)
+    p = torch.randn(shape, generator=g).to(DEV, dtype)
+    m, v = torch.zeros(shape, device=DEV), torch.zeros(shape, device=DEV)
+    betas, eps = (0.9, 0.999), 1e-6
+    for t in range(1, steps + 1):
+        grad = (torch.randn(shape, generator=g) * 10 ** torch.randint(-3, 2, shape, generator=g)).to(DEV, dtype)
+        want_p, want_m, want_v = adamw_step_f64(p, grad, m, v, t, lr, betas, eps, decay)
+        scale_m, p_old = m.double().abs() + grad.double().abs(), p.double()
+        adamw_fused_(p, grad, m, v, t, lr, betas, eps, decay, block=block)
+        assert ((m.double() - want_m).abs() <= 1e-6 * scale_m).all()
+        assert ((v.double() - want_v).abs() <= 1e-6 * want_v + 1e-30).all()
+        # fp32 arithmetic: a few ulps of p, of the update, and of m where it cancels
+        update = (want_p - p_old * (1 - decay)).abs()
+        denom = want_v.sqrt() / math.sqrt(1 - betas[1] ** t) + eps
+        slack = 1e-6 * (p_old.abs() + update) + 1e-6 * lr / (1 - betas[0] ** t) * scale_m / denom
+        rounding = 2.0 ** -8 * want_p.abs() if dtype == torch.bfloat16 else 0.0
+        assert ((p.double() - want_p).abs() <= rounding + slack).all()
+
+
+def test_fused_update_rejects_what_it_cannot_run():
+    p = torch.zeros(4, dtype=f64)
+    with pytest.raises(ValueError, match='fp32 moments'): adamw_fused_(p, p, p, p, 1, 1e-3)
+    q = torch.zeros(4, 4, device=DEV)
+    with pytest.raises(ValueError, match='contiguous'): adamw_fused_(q.T, q, q, q, 1, 1e-3)
+    adamw_fused_(torch.zeros(0, device=DEV), *(torch.zeros(0, device=DEV),) * 3, 1, 1e-3)  # nothing to do
 
 
 class Tiny(nn.Module):
@@ -62,7 +189,7 @@ class Tiny(nn.Module):
 
 def backward(model, seed):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(16, 8, generator=g).to(model.head.weight.dtype)
+    x = torch.randn(16, 8, generator=g).to(model.head.weight)
     model.zero_grad()
     (model(x) ** 2).mean().backward()
 
@@ -91,6 +218,47 @@ def test_lazy_steps_match_hand_computation():
         for k in 'MN':
             want = before[k] - lr * (2 / d) * hand_adam(grads[k])
             torch.testing.assert_close(getattr(model.low, k).detach(), want, atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_optimizer_fused_matches_foreach(dtype):
+    "LOROAdamW with the kernel (fused=True) and without it take the same steps, lazy, regular and across an exact step."
+    torch.manual_seed(0)
+    a = Tiny(dtype).to(DEV)
+    b = copy.deepcopy(a)
+    opt_a = LOROAdamW(a, lr=1e-2, d_model=8, exact_every=3, weight_decay=0.1, fused=True)
+    opt_b = LOROAdamW(b, lr=1e-2, d_model=8, exact_every=3, weight_decay=0.1, fused=False)
+    for t in range(5):
+        backward(a, t); opt_a.step()
+        backward(b, t); opt_b.step()
+        tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-2, rtol=2 ** -6)
+        for p, q in zip(a.parameters(), b.parameters()): torch.testing.assert_close(p, q, **tol)
+
+
+def test_lazy_steps_fused_match_hand_computation():
+    "The first lazy steps of fp32 factors through the kernel: the float64 hand computation to fp32 accuracy."
+    torch.manual_seed(0)
+    model = Tiny(torch.float32).to(DEV)
+    lr, d, K = 3e-2, 8, 4
+    opt = LOROAdamW(model, lr=lr, d_model=d, exact_every=K, fused=True)
+    grads = {'M': [], 'N': []}
+    for t in range(1, K):
+        backward(model, t)
+        before = {k: getattr(model.low, k).detach().double().clone() for k in 'MN'}
+        for k in 'MN': grads[k].append(getattr(model.low, k).grad.double().clone())
+        opt.step()
+        for k in 'MN':
+            want = before[k] - lr * (2 / d) * hand_adam(grads[k])
+            torch.testing.assert_close(getattr(model.low, k).detach().double(), want, atol=1e-6, rtol=0)
+
+
+def test_exact_step_at_full_rank_and_zero_lr():
+    g = torch.Generator().manual_seed(0)
+    M, N, G = (torch.randn(*s, generator=g, dtype=f64) for s in [(5, 5), (7, 5), (5, 7)])
+    M1, N1 = loro_exact_update(M, N, G @ N, G.T @ M, 0.5)
+    torch.testing.assert_close(M1 @ N1.T, M @ N.T - 0.5 * G, atol=1e-9, rtol=0)  # P_T is the identity at r = m
+    M0, N0 = loro_exact_update(M[:, :3], N[:, :3], G @ N[:, :3], G.T @ M[:, :3], 0.0)
+    torch.testing.assert_close(M0 @ N0.T, M[:, :3] @ N[:, :3].T, atol=1e-10, rtol=0)
 
 
 def test_regular_group_is_torch_adamw_then_reset_after_exact_step():
@@ -137,14 +305,15 @@ def test_exact_step_uses_adam_directions():
     torch.testing.assert_close(model.low.M.detach() @ model.low.N.detach().T, want[0] @ want[1].T, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize('dtype', [f64, torch.float32, torch.bfloat16])
-def test_state_dict_round_trip(dtype):
+@pytest.mark.parametrize('dtype,fused', [(f64, None), (torch.float32, None), (torch.bfloat16, None),
+                                         (torch.float32, True), (torch.bfloat16, True)])
+def test_state_dict_round_trip(dtype, fused):
     torch.manual_seed(0)
-    a = Tiny(dtype)
-    opt_a = LOROAdamW(a, lr=1e-2, d_model=8, exact_every=4)
+    a = Tiny(dtype).to(DEV)
+    opt_a = LOROAdamW(a, lr=1e-2, d_model=8, exact_every=4, fused=fused)
     for t in range(6): backward(a, t); opt_a.step()
     b = copy.deepcopy(a)
-    opt_b = LOROAdamW(b, lr=1e-2, d_model=8, exact_every=4)
+    opt_b = LOROAdamW(b, lr=1e-2, d_model=8, exact_every=4, fused=fused)
     buf = io.BytesIO(); torch.save(opt_a.state_dict(), buf); buf.seek(0)
     opt_b.load_state_dict(torch.load(buf))
     assert opt_b.n_steps == 6
