@@ -352,6 +352,7 @@ def train(rec:Recipe, # what to train and how
     rank, world, dev = init_distributed(device)
     ddp, main = dist.is_initialized(), rank == 0
     compile = dev.type == 'cuda' if compile is None else compile
+    if compile: torch._dynamo.reset()  # a fresh compiler cache: runs of other models in this process must not use up its recompile limit
     out = Path(out); ckpt = out/'checkpoints'
     if main: out.mkdir(parents=True, exist_ok=True)
     rec = replace(rec, micro_batch=min(rec.micro_batch, max(1, rec.batch_size // world)))
