@@ -10,17 +10,12 @@ from elas_nb.model import Llama
 from elas_nb.loro import (LOROAdamW, QR_METHODS, SVD_METHODS, adam_update_, adamw_fused_, fusable, loro_exact_update,
                           loro_exact_update_ref, _zero_moments)
 
+from test_loro import adamw_step_f64  # the float64 reference, shared with the CPU tests
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 DEV, f64 = 'cuda', torch.float64
 
 
-def adamw_step_f64(p, g, m, v, t, lr, betas, eps, decay):
-    "One AdamW step in float64 from the given state: (p, m, v)."
-    b1, b2 = betas
-    p, g, m, v = (x.double() for x in (p, g, m, v))
-    m = m + (1 - b1) * (g - m)
-    v = b2 * v + (1 - b2) * g * g
-    return p * (1 - decay) - lr / (1 - b1 ** t) * m / (v.sqrt() / math.sqrt(1 - b2 ** t) + eps), m, v
 
 
 @pytest.mark.parametrize('shape', [(1,), (1000,), (4097,), (33, 65), (2048, 512), (3, 5, 7)])
