@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from .lowrank import VARIANTS, ModelConfig, LowRankLinear, CoLALinear
 from .relu2 import relu2
+from .sparse24 import check_sparsifier
 from .sparse_gemm import sparse24_down_problem, relu2_sparse24_down, relu2_sparse24_down_ref, sparse24_problem, _warn_once
 
 # %% ../nbs/06_ffn.ipynb #37f7ff5b
@@ -74,11 +75,14 @@ class ElasFFN(ReLU2FFN):
                  ffn_width:int, # F, a multiple of 4
                  rank:int, # r of both linears
                  kernel:str='auto', # 'auto': the sparse tensor cores where they can run, else the dense simulation (warns once); 'sparse' or 'dense': only that
-                 recompute:bool=False): # sparse path: recompute y1 in the backward instead of saving it (memory for one GEMM)
+                 recompute:bool=False, # sparse path: recompute y1 in the backward instead of saving it (memory for one GEMM)
+                 sparsifier:str='top2', # 'top2' (the paper's; the only one the sparse path runs), 'mvue' or 'soft-threshold'
+                 mask_grad:str='ste'): # 'ste': straight-through (the paper's); 'masked': no gradient where the mask dropped
         if ffn_width % 4: raise ValueError(f"ffn_width={ffn_width} must be divisible by 4 for 2:4 sparsity")
         if kernel not in KERNELS: raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        check_sparsifier(sparsifier, mask_grad)
         super().__init__(d_model, ffn_width, rank)
-        self.kernel, self.recompute = kernel, recompute
+        self.kernel, self.recompute, self.sparsifier, self.mask_grad = kernel, recompute, sparsifier, mask_grad
         self.sparse24_active = False  # the dense warm-up; set_sparse24 switches it
 
     @property
@@ -91,23 +95,27 @@ class ElasFFN(ReLU2FFN):
     def forward(self, x:Tensor) -> Tensor:
         if not self.sparse24_active: return super().forward(x)
         h1 = (x @ self.up.N).flatten(0, -2)  # (tokens, r)
-        if self.sparse_path(h1): h2 = relu2_sparse24_down(h1, self.up.M, self.down.N, recompute=self.recompute)
-        else: h2 = relu2_sparse24_down_ref(h1, self.up.M, self.down.N)
+        if self.sparse_path(h1): h2 = relu2_sparse24_down(h1, self.up.M, self.down.N, self.recompute, self.mask_grad)
+        else: h2 = relu2_sparse24_down_ref(h1, self.up.M, self.down.N, self.sparsifier, self.mask_grad)
         return (h2 @ self.down.M.T).view(*x.shape[:-1], -1)
 
     def sparse_path(self, h1:Tensor) -> bool: # (tokens, r) bottleneck activations
         "Whether this forward runs on the sparse tensor cores (`kernel='sparse'` raises, `'auto'` warns once, when it cannot)."
         if self.kernel == 'dense': return False
-        why = sparse24_down_problem(h1, self.up.M, self.down.N)
+        why = (f"the sparse path runs the top-2 mask, not {self.sparsifier!r}" if self.sparsifier != 'top2'
+               else sparse24_down_problem(h1, self.up.M, self.down.N))
         if why is None: return True
         if self.kernel == 'sparse': raise ValueError(f"ElasFFN(kernel='sparse') cannot use the sparse tensor cores: {why}")
         _warn_once(f"ElasFFN runs the dense 2:4 simulation instead of the sparse tensor cores: {why}")
         return False
 
-    def extra_repr(self): return f'sparse24_active={self.sparse24_active}, kernel={self.kernel!r}, recompute={self.recompute}'
+    def extra_repr(self):
+        return (f'sparse24_active={self.sparse24_active}, kernel={self.kernel!r}, recompute={self.recompute}, '
+                f'sparsifier={self.sparsifier!r}, mask_grad={self.mask_grad!r}')
 
 # %% ../nbs/06_ffn.ipynb #9f2574ba
 def make_ffn(cfg:ModelConfig) -> nn.Module:
     "The FFN of one block of `cfg`: SwiGLU (full, loro, cola), ReLU² (loro-relu2) or ELAS (elas)."
     if cfg.gated: return SwiGLU(cfg.variant, cfg.d_model, cfg.ffn_width, cfg.rank)
-    return (ElasFFN if cfg.sparse else ReLU2FFN)(cfg.d_model, cfg.ffn_width, cfg.rank)
+    if cfg.sparse: return ElasFFN(cfg.d_model, cfg.ffn_width, cfg.rank, sparsifier=cfg.sparsifier, mask_grad=cfg.mask_grad)
+    return ReLU2FFN(cfg.d_model, cfg.ffn_width, cfg.rank)

@@ -107,6 +107,8 @@ class ModelConfig:
     vocab_size: int = 32000   # T5 tokenizer
     max_seq_len: int = 256    # context length (rotary table size)
     sparse_warmup: int = 1000 # elas: dense optimizer steps before 2:4 masking starts
+    sparsifier: str = 'top2'  # elas: 'top2' (the paper's), 'mvue' or 'soft-threshold' (the 2:4 chapter)
+    mask_grad: str = 'ste'    # elas: 'ste' (straight-through, the paper's) or 'masked' (no gradient where the mask dropped)
     norm_eps: float = 1e-6    # RMSNorm epsilon
     rope_theta: float = 10000.0 # rotary base
 
@@ -119,6 +121,9 @@ class ModelConfig:
         if self.sparse and self.ffn_width % 4:
             raise ValueError(f"ffn_width={self.ffn_width} must be divisible by 4 for 2:4 sparsity (variant 'elas')")
         if self.lowrank: check_rank(self.rank, self.d_model, self.ffn_width)
+        if self.sparsifier not in ('top2', 'mvue', 'soft-threshold'):
+            raise ValueError(f"unknown sparsifier {self.sparsifier!r}; valid: top2, mvue, soft-threshold")
+        if self.mask_grad not in ('ste', 'masked'): raise ValueError(f"unknown mask_grad {self.mask_grad!r}; valid: ste, masked")
 
     @property
     def lowrank(self) -> bool: return self.variant != 'full'

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 from .relu2 import relu2
-from .sparse24 import prune24, sparse24_ste
+from .sparse24 import prune24, sparsify24
 from .kernels import relu2_prune_compress
 
 # %% ../nbs/05_sparse_gemm.ipynb #0cc18a5b
@@ -121,9 +121,11 @@ def sparse_mm(compressed:Tensor, # (M, ·) compressed 2:4 matrix A (M, K): `relu
 # %% ../nbs/05_sparse_gemm.ipynb #e3b37241
 def relu2_sparse24_down_ref(h1:Tensor, # (T, r) low-rank bottleneck activations
                             M1:Tensor, # (F, r) up-projection factor, y1 = h1 @ M1ᵀ
-                            N2:Tensor) -> Tensor: # (F, r) down-projection factor
-    "prune24(relu(h1 @ M1ᵀ)²) @ N2 in plain PyTorch (dense masked GEMM), straight-through for the mask."
-    return sparse24_ste(relu2(h1 @ M1.T)) @ N2
+                            N2:Tensor, # (F, r) down-projection factor
+                            sparsifier:str='top2', # 'top2' (the paper's), 'mvue' or 'soft-threshold'
+                            mask_grad:str='ste') -> Tensor: # 'ste' (the paper's) or 'masked'
+    "prune24(relu(h1 @ M1ᵀ)²) @ N2 in plain PyTorch (dense masked GEMM), straight-through for the mask by default."
+    return sparsify24(relu2(h1 @ M1.T), sparsifier, mask_grad) @ N2
 
 # %% ../nbs/05_sparse_gemm.ipynb #9a970945
 @triton.jit
@@ -153,36 +155,38 @@ def relu_mul(y1:Tensor, # pre-activations
 
 # %% ../nbs/05_sparse_gemm.ipynb #2d2973ca
 @torch.library.custom_op('elas_nb::relu2_sparse24_down', mutates_args=())
-def _down_op(h1:Tensor, M1:Tensor, N2:Tensor, keep_y1:bool) -> tuple[Tensor, Tensor]:
+def _down_op(h1:Tensor, M1:Tensor, N2:Tensor, keep_y1:bool, masked:bool) -> tuple[Tensor, Tensor]:
     "(prune24(relu(y1)²) @ N2 on the sparse tensor cores, y1 = h1 @ M1ᵀ if `keep_y1` else an empty tensor)."
     y1 = h1 @ M1.T
     h2 = sparse_mm(relu2_prune_compress(y1).compressed, N2, search=True)
     return h2, y1 if keep_y1 else y1.new_empty(0)
 
 @_down_op.register_fake
-def _(h1, M1, N2, keep_y1):
+def _(h1, M1, N2, keep_y1, masked):
     return h1.new_empty(h1.shape[0], N2.shape[1]), h1.new_empty((h1.shape[0], M1.shape[0]) if keep_y1 else (0,))
 
 @torch.library.custom_op('elas_nb::relu2_sparse24_down_backward', mutates_args=())
-def _down_backward_op(g:Tensor, h1:Tensor, M1:Tensor, N2:Tensor, y1:Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    "(dh1, dM1, dN2) of the down projection, straight-through for the mask; y1 is recomputed when it is empty."
+def _down_backward_op(g:Tensor, h1:Tensor, M1:Tensor, N2:Tensor, y1:Tensor, masked:bool) -> tuple[Tensor, Tensor, Tensor]:
+    "(dh1, dM1, dN2) of the down projection, straight-through for the mask (or masked); y1 is recomputed when it is empty."
     recomputed = y1.numel() == 0
     if recomputed: y1 = h1 @ M1.T                                   # the forward's cuBLAS call: bit-identical
-    dN2 = relu2_prune_compress(y1, dense=True).dense.T @ g           # ỹ2ᵀ g with the forward's mask
-    dy1 = relu_mul(y1, (2 * g) @ N2.T, out=y1 if recomputed else None)  # 2·relu(y1)·dy2, dy2 = g @ N2ᵀ dense
+    y2 = relu2_prune_compress(y1, dense=True).dense                  # ỹ2 with the forward's mask
+    dN2 = y2.T @ g
+    if masked: y1 = torch.where(y2 != 0, y1, 0)                      # no gradient where the mask dropped a value
+    dy1 = relu_mul(y1, (2 * g) @ N2.T, out=y1 if recomputed or masked else None)  # 2·relu(y1)·dy2, dy2 = g @ N2ᵀ
     return dy1 @ M1, dy1.T @ h1, dN2
 
 @_down_backward_op.register_fake
-def _(g, h1, M1, N2, y1): return torch.empty_like(h1), torch.empty_like(M1), torch.empty_like(N2)
+def _(g, h1, M1, N2, y1, masked): return torch.empty_like(h1), torch.empty_like(M1), torch.empty_like(N2)
 
 def _down_setup(ctx, inputs, output):
-    h1, M1, N2, _ = inputs
+    h1, M1, N2, _, ctx.masked = inputs
     ctx.save_for_backward(h1, M1, N2, output[1])
     ctx.mark_non_differentiable(output[1])
 
 def _down_backward(ctx, g, _):
     h1, M1, N2, y1 = ctx.saved_tensors
-    return *_down_backward_op(g.contiguous(), h1, M1, N2, y1), None
+    return *_down_backward_op(g.contiguous(), h1, M1, N2, y1, ctx.masked), None, None
 
 _down_op.register_autograd(_down_backward, setup_context=_down_setup)
 
@@ -210,8 +214,10 @@ def sparse24_down_problem(h1:Tensor, M1:Tensor, N2:Tensor) -> str|None:
 def relu2_sparse24_down(h1:Tensor, # (T, r) bf16/fp16 on a CUDA device, T a multiple of 16, r of 8
                         M1:Tensor, # (F, r) up-projection factor, F a multiple of 16
                         N2:Tensor, # (F, r) down-projection factor
-                        recompute:bool=False) -> Tensor: # save nothing of size T×F for the backward: recompute y1 there
-    "The fast `relu2_sparse24_down_ref`: same value and gradients, 2:4 GEMM forward."
+                        recompute:bool=False, # save nothing of size T×F for the backward: recompute y1 there
+                        mask_grad:str='ste') -> Tensor: # 'ste' (the paper's) or 'masked': no gradient where the mask dropped
+    "The fast `relu2_sparse24_down_ref` (top-2): same value and gradients, 2:4 GEMM forward."
     error = _down_error(h1, M1, N2)
     if error is not None: raise error
-    return _down_op(h1.contiguous(), M1.contiguous(), N2.contiguous(), not recompute)[0]
+    if mask_grad not in ('ste', 'masked'): raise ValueError(f"unknown mask_grad {mask_grad!r}; valid: ste, masked")
+    return _down_op(h1.contiguous(), M1.contiguous(), N2.contiguous(), not recompute, mask_grad == 'masked')[0]

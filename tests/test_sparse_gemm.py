@@ -106,19 +106,21 @@ def _dense_stand_ins(monkeypatch):
     monkeypatch.setattr(sg, 'sparse_mm', lambda c, b, search=False: c @ b)
 
 
-def _fast(keep_y1):
-    return lambda h1, M1, N2: sg._down_op(h1, M1, N2, keep_y1)[0]
+def _fast(keep_y1, masked=False):
+    return lambda h1, M1, N2: sg._down_op(h1, M1, N2, keep_y1, masked)[0]
 
 
 @settings(max_examples=25, deadline=None)
-@given(T=st.integers(1, 12), groups=st.integers(1, 8), r=st.integers(1, 6), seed=st.integers(0, 2**16), keep_y1=st.booleans())
-def test_fast_operator_math_matches_reference(T, groups, r, seed, keep_y1):
+@given(T=st.integers(1, 12), groups=st.integers(1, 8), r=st.integers(1, 6), seed=st.integers(0, 2**16), keep_y1=st.booleans(),
+       masked=st.booleans())
+def test_fast_operator_math_matches_reference(T, groups, r, seed, keep_y1, masked):
     with pytest.MonkeyPatch.context() as mp:
         _dense_stand_ins(mp)
         torch.manual_seed(seed)
         F = 4 * groups
         args = [torch.randn(*s, dtype=torch.float64) for s in ((T, r), (F, r), (F, r), (T, r))]
-        for got, want in zip(_grads(_fast(keep_y1), *args), _grads(sg.relu2_sparse24_down_ref, *args)):
+        ref = lambda *a: sg.relu2_sparse24_down_ref(*a, mask_grad='masked' if masked else 'ste')
+        for got, want in zip(_grads(_fast(keep_y1, masked), *args), _grads(ref, *args)):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
