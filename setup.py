@@ -20,7 +20,8 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 lic = licenses[cfg['license']]
 min_python = cfg['min_python']
 requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+notebook_requirements = shlex.split(cfg.get('notebook_requirements', ''))  # JupyterLab and widgets, to run the chapters
+dev_requirements = shlex.split(cfg.get('dev_requirements', '')) + notebook_requirements
 console_scripts = cfg.get('console_scripts', '').split()
 
 setuptools.setup(
@@ -36,7 +37,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={'elas_nb': ['assets/*']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'notebooks': notebook_requirements, 'dev': dev_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -7,7 +7,7 @@ __all__ = ['COMPRESSORS', 'T5_VOCAB', 'CACHE_FORMAT', 'asset_path', 'open_binary
            'read_file', 'matching_files', 'read_documents', 'embedded_documents', 'hub_offline', 'offline_error',
            'load_tokenizer', 'special_ids', 'model_vocab_size', 'encode_documents', 'encode_stream', 'pad_truncate',
            'pack', 'inputs_targets', 'Batches', 'eval_batches', 'c4_documents', 'StreamBatches', 'cache_key',
-           'file_tokens', 'Data', 'corpus_files', 'build_data']
+           'file_tokens', 'Data', 'corpus_files', 'data_tokenizer', 'build_data']
 
 # %% ../nbs/09_data.ipynb #60a8caca
 import bz2, gzip, hashlib, json, lzma, os, tempfile
@@ -321,6 +321,14 @@ def corpus_files(folder:str|Path) -> dict[str, str]:
     names = dict(source='train.jsonl', valid='valid.jsonl', tokenizer='tokenizer.json')
     return {k: str(d/f) for k, f in names.items() if (d/f).is_file()}
 
+# %% ../nbs/09_data.ipynb #5925d5bc
+def data_tokenizer(source:str|Path, # as `build_data` takes it
+                   tokenizer:str|Path|None=None) -> str: # as `build_data` takes it
+    "The tokenizer `build_data(source, tokenizer=tokenizer)` reads with: the one given, a corpus folder's, T5's for c4, else the embedded one."
+    if tokenizer is not None: return str(tokenizer)
+    if source not in ('c4', 'embedded') and os.path.isdir(source): return corpus_files(source).get('tokenizer', 'embedded')
+    return 't5-base' if source == 'c4' else 'embedded'
+
 # %% ../nbs/09_data.ipynb #87f5a6da
 def build_data(source:str|Path='embedded', # 'embedded', 'c4', a corpus folder, or a path/glob of text or JSONL files
                seq_len:int=256, # T
@@ -333,13 +341,12 @@ def build_data(source:str|Path='embedded', # 'embedded', 'c4', a corpus folder, 
                cache_dir:str|Path|None=None, # local files: token streams saved here are reused while files and tokenizer stay the same
               ) -> Data:
     "The training and validation data of `source` for one rank."
-    name = str(source)
+    name, tok_name = str(source), data_tokenizer(source, tokenizer)
     if source not in ('c4', 'embedded') and os.path.isdir(source):  # a folder named c4 does not hide the c4 source
         found = corpus_files(source)
-        source, valid, tokenizer = found['source'], valid or found.get('valid'), tokenizer or found.get('tokenizer')
+        source, valid = found['source'], valid or found.get('valid')
     if source in ('c4', 'embedded') and valid is not None:
         raise ValueError(f"valid={str(valid)!r} is for local files: data={source!r} has its own validation split")
-    tok_name = str(tokenizer or ('t5-base' if source == 'c4' else 'embedded'))
     tok = load_tokenizer(tok_name)
     pad_id, length, vocab = special_ids(tok)[0], seq_len + 1, model_vocab_size(tok)
     if source == 'c4':

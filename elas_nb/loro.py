@@ -184,8 +184,7 @@ def descend_(params:list, # parameters to update in place
         if w is not p: p.copy_(w)
 
 # %% ../nbs/08_loro.ipynb #26696ce8
-import triton
-import triton.language as tl
+from .kernels import HAS_TRITON, triton, tl  # Triton, or the kernels chapter's stand-in where it is missing
 
 @triton.jit
 def _adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr,  # pointers: parameter (updated), gradient, fp32 first and second moments (updated)
@@ -216,8 +215,8 @@ FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # parameter dtype
 def _interpreting() -> bool: return os.environ.get('TRITON_INTERPRET') == '1'
 
 def fusable(p:Tensor, g:Tensor, exp_avg:Tensor, exp_avg_sq:Tensor) -> bool:
-    "Can `adamw_fused_` update `p` here: CUDA (or CPU under TRITON_INTERPRET=1), a kernel dtype, fp32 moments, all contiguous and alike."
-    return (p.dtype in FUSED_DTYPES and exp_avg.dtype == exp_avg_sq.dtype == torch.float32
+    "Can `adamw_fused_` update `p` here: Triton, CUDA (or CPU under TRITON_INTERPRET=1), a kernel dtype, fp32 moments, all contiguous and alike."
+    return (HAS_TRITON and p.dtype in FUSED_DTYPES and exp_avg.dtype == exp_avg_sq.dtype == torch.float32
             and (p.is_cuda or (p.device.type == 'cpu' and _interpreting()))
             and all(t.shape == p.shape and t.device == p.device and t.is_contiguous() for t in (p, g, exp_avg, exp_avg_sq)))
 
@@ -233,7 +232,7 @@ def adamw_fused_(p:Tensor, # parameter, updated in place
                  block:int|None=None): # elements per program; default 1024, or 64 Ki under the interpreter (it runs programs one by one)
     "One AdamW step in one pass over memory: moments from `g`, then p ← p·(1 − decay) − lr·m̂/(√v̂ + ε)."
     if not fusable(p, g, exp_avg, exp_avg_sq):
-        raise ValueError(f"adamw_fused_ needs {FUSED_DTYPES} parameters with fp32 moments, contiguous, on CUDA (or TRITON_INTERPRET=1); "
+        raise ValueError(f"adamw_fused_ needs Triton and {FUSED_DTYPES} parameters with fp32 moments, contiguous, on CUDA (or TRITON_INTERPRET=1); "
                          f"got {p.dtype} on {p.device}, moments {exp_avg.dtype}")
     b1, b2 = betas
     n, block = p.numel(), block or (1 << 16 if _interpreting() else 1024)

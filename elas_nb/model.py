@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.flop_counter import FlopCounterMode
+from torch._subclasses.fake_tensor import is_fake
 from .lowrank import ModelConfig, LowRankLinear, CoLALinear
 from .ffn import make_linear, make_ffn, fused_linears
 
@@ -137,9 +138,15 @@ class Llama(nn.Module):
     def forward(self, idx:Tensor, # (B, T) token ids
                 targets:Tensor|None=None): # (B, T) next-token ids, -100 where ignored
         "Logits (B, T, V); with `targets`, the mean cross-entropy in float32 instead."
-        if idx.ndim != 2: raise ValueError(f"idx must be (batch, seq_len) token ids, got shape {tuple(idx.shape)}")
-        T = idx.shape[1]
+        if idx.ndim != 2 or idx.numel() == 0: raise ValueError(f"idx must be (batch, seq_len) token ids, not empty, got shape {tuple(idx.shape)}")
+        B, T = idx.shape
         if T > self.config.max_seq_len: raise ValueError(f"idx has {T} tokens, more than max_seq_len={self.config.max_seq_len}")
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, got {tuple(targets.shape)}")
+        V = self.config.vocab_size
+        readable = idx.device.type == 'cpu' and not is_fake(idx)  # on a GPU, reading the ids would wait for it
+        if readable and not 0 <= int(idx.min()) <= int(idx.max()) < V:
+            raise ValueError(f"idx holds token ids in [{int(idx.min())}, {int(idx.max())}], outside the vocabulary [0, {V})")
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         x = self.embed(idx)
         for block in self.layers: x = block(x, cos, sin)

@@ -10,12 +10,10 @@ __all__ = ['DENSE_TFLOPS', 'COPY_TBS', 'down_gemm_cost', 'sparse24_problem', 'sp
 import os
 import warnings
 import torch
-import triton
-import triton.language as tl
 from torch import Tensor
 from .relu2 import relu2
 from .sparse24 import prune24, sparsify24
-from .kernels import relu2_prune_compress
+from .kernels import relu2_prune_compress, triton, tl  # Triton, or the kernels chapter's stand-in where it is missing
 
 # %% ../nbs/05_sparse_gemm.ipynb #0cc18a5b
 DENSE_TFLOPS = 790.  # bf16 dense GEMM on one H200, measured (8192³, random data)

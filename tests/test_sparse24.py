@@ -81,7 +81,7 @@ def counted_flops(cfg, backward:bool) -> float:
     with torch.device('meta'): model = Llama(cfg)
     idx = torch.zeros(1, cfg.max_seq_len, dtype=torch.long, device='meta')
     with FlopCounterMode(display=False) as counter:
-        loss = model(idx, idx)
+        loss = model(idx, idx)  # with targets the model returns the loss alone
         if backward: loss.backward()
     return counter.get_total_flops() / cfg.max_seq_len
 
