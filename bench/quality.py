@@ -21,9 +21,13 @@ RESULTS = Path('bench/results')
 def run(a, variant:str) -> dict:
     "Train one variant on the corpus; its row of quality.json."
     steps = round(a.tokens / (512 * 256))
+    elas = variant == 'elas'
     rec = recipe(a.size, variant, steps=steps, warmup=steps // 10, sparse_warmup=round(a.sparse_warmup * steps),
-                 exact_every=max(1, steps // 20), eval_every=max(1, steps // 4), eval_tokens=None)
-    name = f'{a.corpus}-{a.size}-{variant}' + ('' if a.sparse_warmup == 0.1 else f'-warmup{a.sparse_warmup:g}')
+                 exact_every=max(1, steps // 20), eval_every=max(1, steps // 4), eval_tokens=None,
+                 sparsifier=a.sparsifier if elas else 'top2', mask_grad=a.mask_grad if elas else 'ste')
+    name = f'{a.corpus}-{a.size}-{variant}' + ''.join(f'-{k}{v:g}' if isinstance(v, float) else f'-{v}' for k, v, default in
+                                                      (('warmup', a.sparse_warmup, 0.1), ('', a.sparsifier, 'top2'), ('', a.mask_grad, 'ste'))
+                                                      if elas and v != default)
     out = Path(a.work)/name
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
@@ -34,8 +38,8 @@ def run(a, variant:str) -> dict:
     shutil.copy(res['log'], RESULTS/'quality_logs'/f'{name}.csv')
     timed = [float(r['tok_per_s']) for r in rows[1:] if r['tok_per_s']]
     return dict(size=a.size, variant=variant, corpus=a.corpus, tokens=steps * rec.tokens_per_step,
-                epochs=steps * rec.tokens_per_step / res['train_tokens'], steps=steps, warmup_frac=a.sparse_warmup if variant == 'elas' else None,
-                sparsifier='top2' if variant == 'elas' else None, mask_grad='ste' if variant == 'elas' else None,
+                epochs=steps * rec.tokens_per_step / res['train_tokens'], steps=steps, warmup_frac=a.sparse_warmup if elas else None,
+                sparsifier=rec.sparsifier if elas else None, mask_grad=rec.mask_grad if elas else None,
                 val_loss=res['val_loss'], val_ppl=res['val_ppl'], tokens_per_s=sum(timed) / len(timed), wall_s=wall,
                 log=f'quality_logs/{name}.csv')
 
@@ -49,6 +53,8 @@ def main():
     ap.add_argument('--variants', default='elas,loro-relu2,full')
     ap.add_argument('--tokens', type=float, default=150e6)
     ap.add_argument('--sparse-warmup', type=float, default=0.1, help='ELAS dense warm-up, fraction of the steps')
+    ap.add_argument('--sparsifier', default='top2', help='ELAS: top2, mvue or soft-threshold')
+    ap.add_argument('--mask-grad', default='ste', help='ELAS: ste or masked')
     ap.add_argument('--log-every', type=int, default=20)
     ap.add_argument('--deadline', type=float, default=float('inf'), help='seconds: start no run after this')
     ap.add_argument('--work', default='/tmp/quality_runs')

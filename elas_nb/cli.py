@@ -39,6 +39,8 @@ def elas_train(size:str='tiny', # model size: tiny, 60m, 130m, 350m or 1b
                lr:float=None, # peak learning rate (default: the recipe's)
                seq_len:int=None, # tokens per sequence (default: the recipe's)
                sparse_warmup:int=None, # elas: dense steps before 2:4 masking (default: the recipe's)
+               sparsifier:str=None, # elas: top2 (the paper's, default), mvue or soft-threshold (these two on the dense path)
+               mask_grad:str=None, # elas: ste (straight-through, the paper's, default) or masked
                eval_every:int=None, # steps between validations and checkpoints (default: the recipe's)
                out:str=None, # the run's folder (default: runs/SIZE-VARIANT); another run's folder is refused
                resume:store_true=False, # continue the run in --out from its latest intact checkpoint (--steps and --eval_every may change)
@@ -54,7 +56,8 @@ def elas_train(size:str='tiny', # model size: tiny, 60m, 130m, 350m or 1b
     "Pre-train a LLaMA (full, LORO, CoLA or ELAS) with the paper's recipe; prints the final validation perplexity."
     args, out = dict(locals()), out or f'runs/{size}-{variant}'
     given = {k: v for k, v in dict(steps=steps, batch_size=batch_size, micro_batch=micro_batch, lr=lr, seq_len=seq_len,
-                                   sparse_warmup=sparse_warmup, eval_every=eval_every, paper_width=paper_width or None).items() if v is not None}
+                                   sparse_warmup=sparse_warmup, eval_every=eval_every, paper_width=paper_width or None,
+                                   sparsifier=sparsifier, mask_grad=mask_grad).items() if v is not None}
     try:
         check_device(device)
         rec = replace(run_recipe(out), size=size, variant=variant, **given) if resume else recipe(size, variant, device, **given)

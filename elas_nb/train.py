@@ -59,10 +59,13 @@ class Recipe:
     eval_every: int = 1000 # optimizer steps between validations (and checkpoints)
     eval_tokens: int|None = 10_000_000 # validation tokens per evaluation; None = the whole validation set, 0 = no evaluation
     paper_width: bool = False # full/loro/cola: the paper's SwiGLU width (1B: 5461) instead of the next multiple of 64
+    sparsifier: str = 'top2' # elas: 'top2' (the paper's), 'mvue' or 'soft-threshold'
+    mask_grad: str = 'ste'   # elas: 'ste' (straight-through, the paper's) or 'masked' (no gradient where the mask dropped)
 
     def __post_init__(self):  # every field checked where it is made, named as elas-train's flag
         for flag, valid in (('size', SIZES), ('variant', VARIANTS), ('optimizer', ('loro', 'adamw')),
-                            ('schedule', ('cosine', 'cosine_restart'))):
+                            ('schedule', ('cosine', 'cosine_restart')), ('sparsifier', ('top2', 'mvue', 'soft-threshold')),
+                            ('mask_grad', ('ste', 'masked'))):
             if getattr(self, flag) not in valid: raise _bad(flag, f"one of {', '.join(valid)}", getattr(self, flag))
         for flag in ('steps', 'batch_size', 'micro_batch', 'seq_len', 'exact_every', 'eval_every'): _check_int(flag, getattr(self, flag))
         for flag in ('warmup', 'sparse_warmup'): _check_int(flag, getattr(self, flag), 0)
@@ -626,7 +629,7 @@ def train(rec:Recipe, # what to train and how
                 print(f"resuming from {start}" + ''.join(f", --{k} {a} → {b}" for k, (a, b) in changed.items()))
         vocab = data.vocab_size if isinstance(data, Data) else model_vocab_size(load_tokenizer(data_tokenizer(data, tokenizer)))
         cfg = model_config(rec.size, rec.variant, paper_width=rec.paper_width, vocab_size=vocab, max_seq_len=rec.seq_len,
-                           sparse_warmup=rec.sparse_warmup)
+                           sparse_warmup=rec.sparse_warmup, sparsifier=rec.sparsifier, mask_grad=rec.mask_grad)
         fitted, note = fit_micro_batch(rec, cfg, dev, world, int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if dev.type == 'cpu' else 1)
         if ddp:  # every rank must run the same micro-batches
             m = torch.tensor(fitted.micro_batch, device=dev); dist.all_reduce(m, dist.ReduceOp.MIN); fitted = replace(rec, micro_batch=int(m))
