@@ -690,7 +690,7 @@ def train(rec:Recipe, # what to train and how
                                tok_per_s=tok_s, mfu=mfu(tok_s, flops, dev, world) if tok_s else None, mem_gb=peak_memory_gb(dev),
                                sparse=int(step >= cfg.sparse_warmup) if cfg.sparse else None,
                                exact=int(getattr(opt, 'last_step_exact', False)), time_s=time.perf_counter() - t0,
-                               relu2_zeros=relu2_zero_fractions(model, probe) or None if probe is not None else None)
+                               relu2_zeros=relu2_zero_fractions(model, probe) or None if main and probe is not None else None)  # only rank 0 logs
                     bar.set_postfix(loss=f'{loss:.3f}')
                     if evaluating and rec.eval_tokens != 0:
                         final = evaluate(runner, ds.valid(), ds.pad_id, dev, rec.eval_tokens)
