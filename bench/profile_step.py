@@ -17,8 +17,8 @@ from elas_nb.model import Llama
 from elas_nb.sparse24 import set_sparse24
 from elas_nb.train import accumulate_gradients, recipe, train_dtype
 
-CATEGORIES = (('2:4 gemm', r'sparse|cusparselt|sp_gemm'), ('prune (ours)', r'_relu2_prune|_decompress24'),
-              ('relu_mul (ours)', r'_relu_mul'), ('attention', r'flash|fmha|attention'),
+CATEGORIES = (('2:4 gemm', r'sparse|cusparselt|sp_gemm'), ('prune (ours)', r'_relu2_prune_compress|_decompress24'),
+              ('prune grad (ours)', r'_relu2_prune_grad'), ('attention', r'flash|fmha|attention'),
               ('dense gemm', r'gemm|nvjet|cutlass|xmma|sm90_|ampere_|_mm_'), ('inductor fused', r'^triton_'),
               ('copies', r'copy|memcpy|memset|fill|cat'), ('other', r''))
 

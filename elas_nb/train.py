@@ -6,10 +6,10 @@
 __all__ = ['LORO_TABLE', 'MICRO_BATCH', 'CPU_MICRO_BATCH', 'HEAD_BYTES_PER_LOGIT', 'CHECKPOINT_FILES', 'SHAPE_FIELDS',
            'PEAK_FLOPS', 'LOG_FIELDS', 'RUN_FILES', 'RESUME_MAY_CHANGE', 'Recipe', 'recipe', 'check_device',
            'init_distributed', 'train_dtype', 'prepare_model', 'make_optimizer', 'accum_steps', 'check_batch',
-           'accumulate_gradients', 'evaluate', 'activation_bytes', 'memory_estimate', 'free_memory', 'fit_micro_batch',
-           'file_sha256', 'save_checkpoint', 'latest_checkpoint', 'verify_checkpoint', 'good_checkpoint',
-           'load_checkpoint', 'peak_memory_gb', 'mfu', 'RunLog', 'read_log', 'plot_curves', 'relu2_zero_fractions',
-           'previous_run', 'run_folder', 'resume_changes', 'stop_requests', 'train']
+           'accumulate_gradients', 'GraphedMicroStep', 'evaluate', 'activation_bytes', 'memory_estimate', 'free_memory',
+           'fit_micro_batch', 'file_sha256', 'save_checkpoint', 'latest_checkpoint', 'verify_checkpoint',
+           'good_checkpoint', 'load_checkpoint', 'peak_memory_gb', 'mfu', 'RunLog', 'read_log', 'plot_curves',
+           'relu2_zero_fractions', 'previous_run', 'run_folder', 'resume_changes', 'stop_requests', 'train']
 
 # %% ../nbs/10_train.ipynb #bdc112c8
 import csv, hashlib, json, math, os, re, resource, shutil, signal, socket, sys, tempfile, threading, time, warnings
@@ -192,19 +192,63 @@ def accumulate_gradients(model:nn.Module, # as prepared
                          batches, # iterator of (B, T+1) batches
                          accum:int, # micro-batches
                          pad_id:int, device:torch.device,
-                         vocab_size:int|None=None) -> torch.Tensor: # check each batch on the CPU (`check_batch`) against it
+                         vocab_size:int|None=None, # check each batch on the CPU (`check_batch`) against it
+                         graphed=None) -> torch.Tensor: # a `GraphedMicroStep` of `model` that runs each micro-batch
     "Forward and backward `accum` micro-batches; the mean loss over the batch (and over ranks), as a 0-d tensor on `device`."
     total = torch.zeros((), device=device)
     for i in range(accum):
         batch = next(batches)
         if vocab_size is not None: check_batch(batch, vocab_size, pad_id)
         x, y = (t.to(device, non_blocking=True) for t in inputs_targets(batch, pad_id))
-        with model.no_sync() if isinstance(model, DDP) and i < accum - 1 else nullcontext():
-            loss = model(x, y)
-            (loss / accum).backward()
+        if graphed is not None: loss = graphed(x, y, accum)
+        else:
+            with model.no_sync() if isinstance(model, DDP) and i < accum - 1 else nullcontext():
+                loss = model(x, y)
+                (loss / accum).backward()
         total += loss.detach()
     if dist.is_initialized(): dist.all_reduce(total)
     return total / (accum * (dist.get_world_size() if dist.is_initialized() else 1))
+
+# %% ../nbs/10_train.ipynb #4d65ea41
+class GraphedMicroStep:
+    "One micro-batch's forward and backward, its gradient added into the parameters' `.grad`, captured in a CUDA graph and replayed."
+    def __init__(self, model:nn.Module, # as prepared (compiled blocks), on a CUDA device, not wrapped in DDP
+                 warmup:int=2): # eager runs before each capture: compilation, cuBLAS and cuSPARSELt set-up
+        if isinstance(model, DDP): raise ValueError("GraphedMicroStep takes the model without DDP: the gradient all-reduce runs outside graphs")
+        if next(model.parameters()).device.type != 'cuda': raise ValueError("CUDA graphs need the model on a CUDA device")
+        self.model, self.warmup, self.key, self.graph = model, warmup, None, None
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.switches = [m for m in model.modules() if hasattr(m, 'sparse24_active')]
+
+    def __call__(self, x:torch.Tensor, y:torch.Tensor, # (B, T) inputs and targets, on the device
+                 accum:int) -> torch.Tensor: # micro-batches per step: the loss is divided by it
+        "Add the gradient of loss(x, y) / `accum` into `.grad`; the loss, in a tensor that the next call overwrites."
+        key = (x.shape, y.shape, accum, tuple(m.sparse24_active for m in self.switches))
+        if key != self.key: self.capture(x, y, accum, key)
+        elif any(p.grad is not g for p, g in zip(self.params, self.grads)):
+            raise RuntimeError("a parameter's .grad was replaced after the CUDA graph was captured, so the graph would write "
+                               "gradients nobody reads: zero them in place with zero_grad(set_to_none=False)")
+        self.x.copy_(x); self.y.copy_(y)
+        self.graph.replay()
+        return self.loss
+
+    def capture(self, x:torch.Tensor, y:torch.Tensor, accum:int, key):
+        "Warm up on a side stream, then record forward and backward into a new graph (the old one, if any, is freed)."
+        self.graph = self.key = None
+        self.x, self.y = x.clone(), y.clone()
+        grads = [p.grad for p in self.params]
+        for p in self.params: p.grad = None  # the warm-up's gradients go to throw-away tensors
+        side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup): (self.model(self.x, self.y) / accum).backward()
+        torch.cuda.current_stream().wait_stream(side)
+        self.grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
+        for p, g in zip(self.params, self.grads): p.grad = g
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            loss = self.model(self.x, self.y)
+            (loss / accum).backward()
+        self.loss, self.key = loss.detach(), key
 
 # %% ../nbs/10_train.ipynb #f1c3c28b
 @torch.no_grad()
@@ -602,6 +646,7 @@ def train(rec:Recipe, # what to train and how
           resume:bool=False, # continue the run in `out` from its latest intact checkpoint
           overwrite:bool=False, # replace the run in `out`, if there is one
           compile:bool|None=None, # torch.compile the blocks; default: on CUDA
+          cuda_graph:bool|None=None, # replay each micro-batch as a CUDA graph (`GraphedMicroStep`); default: when compiling, without DDP
           seed:int=0, # model init and data order
           log_every:int=10, # optimizer steps between log rows (and reads of the loss)
           save:bool=True, # write checkpoints (at every evaluation, and on Ctrl-C)
@@ -616,6 +661,7 @@ def train(rec:Recipe, # what to train and how
     rank, world, dev = init_distributed(device)
     ddp, main = dist.is_initialized(), rank == 0
     compile = dev.type == 'cuda' if compile is None else compile
+    cuda_graph = compile and dev.type == 'cuda' and not ddp if cuda_graph is None else cuda_graph
     out = Path(out); ckpt = out/'checkpoints'
     rec = replace(rec, micro_batch=min(rec.micro_batch, max(1, rec.batch_size // world)))
     accum_steps(rec, world)  # the batch must split into micro-batches: checked before anything is built
@@ -652,6 +698,7 @@ def train(rec:Recipe, # what to train and how
         if compile: torch._dynamo.reset()  # a fresh compiler cache: runs of other models in this process must not use up its recompile limit
         set_sparse24(model, step >= cfg.sparse_warmup)
         runner = prepare_model(model, compile=compile, ddp=ddp)
+        graphed = GraphedMicroStep(runner) if cuda_graph else None
         flops = train_flops_per_token(cfg, rec.seq_len)
         settings = dict(recipe=asdict(rec), model=asdict(cfg), data=ds.name, train_tokens=ds.train_tokens, world_size=world,
                         compile=compile, resumed_with={k: b for k, (a, b) in changed.items()} if resume else None)
@@ -661,16 +708,16 @@ def train(rec:Recipe, # what to train and how
         if main and progress:
             print(f'{rec.size} {rec.variant}: {count_parameters(model)["total"] / 1e6:.2f} M parameters, {accum} × '
                   f'{rec.micro_batch} × {world} sequences × {rec.seq_len} tokens = {rec.tokens_per_step:,} tokens/step, '
-                  f'{flops / 1e6:.1f} MFLOP/token, {dev}, {"compiled" if compile else "eager"}')
+                  f'{flops / 1e6:.1f} MFLOP/token, {dev}, {"compiled" if compile else "eager"}{", CUDA graphs" if graphed else ""}')
         losses, window, final, first_step_s = {}, {}, {}, None
         t0, tic, n0 = time.perf_counter(), time.perf_counter(), step
         bar = tqdm(total=rec.steps, initial=step, disable=not (main and progress), desc='train')
         try:
             with stop_requests(enabled=not ddp) as stop:
                 while step < rec.steps:
-                    window[step + 1] = accumulate_gradients(runner, ds.train, accum, ds.pad_id, dev, vocab_size=cfg.vocab_size)
+                    window[step + 1] = accumulate_gradients(runner, ds.train, accum, ds.pad_id, dev, vocab_size=cfg.vocab_size, graphed=graphed)
                     if rec.grad_clip: nn.utils.clip_grad_norm_(model.parameters(), rec.grad_clip)
-                    opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+                    opt.step(); sched.step(); opt.zero_grad(set_to_none=graphed is None)  # a graph keeps writing into the same .grad
                     step += 1
                     set_sparse24(model, step >= cfg.sparse_warmup)
                     bar.update()
@@ -681,7 +728,7 @@ def train(rec:Recipe, # what to train and how
                     _check_finite(window, step, ckpt); losses.update(window)
                     if first_compiled:
                         first_step_s = time.perf_counter() - tic
-                        if main and progress: bar.write(f'first step, with torch.compile: {first_step_s:.1f} s')
+                        if main and progress: bar.write(f'first step, with torch.compile{" and CUDA graph capture" if graphed else ""}: {first_step_s:.1f} s')
                         tic, n0 = time.perf_counter(), step
                         if not (evaluating or stopping): window = {}; continue
                     loss = sum(window.values()) / len(window)

@@ -47,21 +47,27 @@ def test_sparse_mm_validation():
 
 
 @settings(max_examples=10, deadline=None)
-@given(n=st.integers(1, 9000), seed=st.integers(0, 2**16))
-def test_relu_mul_matches_torch(n, seed):
-    "The Triton pass (interpreted on a CPU: its fp32 → bf16 cast truncates, so up to one ulp apart) against relu_().mul_()."
+@given(T=st.integers(1, 40), groups=st.integers(1, 80), masked=st.booleans(), seed=st.integers(0, 2**16))
+def test_relu2_prune_grad_matches_torch(T, groups, masked, seed):
+    "The fused backward pass (interpreted on a CPU: its fp32 → bf16 cast truncates, so up to one ulp apart) against plain PyTorch."
     g = torch.Generator().manual_seed(seed)
-    y, d = torch.randn(n, generator=g).bfloat16(), torch.randn(n, generator=g).bfloat16()
-    got, want = sg.relu_mul(y, d).float(), y.clone().relu_().mul_(d).float()
-    assert ((got - want).abs() <= want.abs() / 128).all()
-    assert torch.equal(sg.relu_mul(yc := y.clone(), d, out=yc).float(), got)  # in place: the same values
+    y, d = torch.randn(T, 4 * groups, generator=g).bfloat16(), torch.randn(T, 4 * groups, generator=g).bfloat16()
+    want_y2 = prune24(relu2(y))
+    want = ((torch.where(want_y2 != 0, y, 0) if masked else y.relu()) * d).float()
+    y2, got = sg.relu2_prune_grad(y, d, masked)
+    assert torch.equal(y2, want_y2)
+    assert ((got.float() - want).abs() <= want.abs() / 128).all()
+    _, in_place = sg.relu2_prune_grad(y, dc := d.clone(), masked, out=dc)
+    assert in_place is dc and torch.equal(dc, got)
     y64, d64 = y.double(), d.double()
-    assert torch.equal(sg.relu_mul(y64, d64), y64.relu() * d64)  # float64 stays exact
+    y2_64, got64 = sg.relu2_prune_grad(y64, d64, masked)  # float64 stays exact
+    assert torch.equal(y2_64, prune24(relu2(y64))) and torch.equal(got64, (torch.where(y2_64 != 0, y64, 0) if masked else y64.relu()) * d64)
 
 
-def test_relu_mul_validation():
-    with pytest.raises(ValueError, match='one shape and dtype'): sg.relu_mul(torch.zeros(4), torch.zeros(4).half())
-    with pytest.raises(ValueError, match='contiguous'): sg.relu_mul(torch.zeros(4, 4), torch.zeros(4, 4).T)
+def test_relu2_prune_grad_validation():
+    with pytest.raises(ValueError, match='one shape and dtype'): sg.relu2_prune_grad(torch.zeros(4, 4), torch.zeros(4, 4).half())
+    with pytest.raises(ValueError, match='contiguous'): sg.relu2_prune_grad(torch.zeros(4, 4), torch.zeros(4, 4).T)
+    with pytest.raises(ValueError, match='divisible by 4'): sg.relu2_prune_grad(torch.zeros(4, 6), torch.zeros(4, 6))
 
 
 def test_relu2_sparse24_down_validation():

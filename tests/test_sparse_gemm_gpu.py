@@ -155,7 +155,11 @@ def test_fast_rejects_bad_shapes_on_gpu():
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize('shape', [(1,), (4097,), (2064, 3072)])
-def test_relu_mul_bit_exact(shape, dtype):
+@pytest.mark.parametrize('shape', [(1, 4), (33, 4100), (2064, 3072)])
+@pytest.mark.parametrize('masked', [False, True])
+def test_relu2_prune_grad_bit_exact(shape, dtype, masked):
     y, d = torch.randn(*shape, device='cuda', dtype=dtype), torch.randn(*shape, device='cuda', dtype=dtype)
-    assert torch.equal(sg.relu_mul(y, d), y.clone().relu_().mul_(d))
+    y2, got = sg.relu2_prune_grad(y, d, masked)
+    want_y2 = prune24(relu2(y))
+    assert torch.equal(y2, want_y2)
+    assert torch.equal(got, (torch.where(want_y2 != 0, y, 0) if masked else y.clone().relu_()).mul_(d))
