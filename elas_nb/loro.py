@@ -9,7 +9,7 @@ __all__ = ['QR_METHODS', 'SVD_METHODS', 'EXACT_QR', 'EXACT_SVD', 'FUSED_DTYPES',
            'cosine_restart_schedule']
 
 # %% ../nbs/08_loro.ipynb #ed84e78a
-import contextlib, math, os
+import contextlib, functools, math, os
 import torch
 from torch import nn, Tensor
 from .lowrank import LowRankLinear
@@ -187,27 +187,48 @@ def descend_(params:list, # parameters to update in place
 from .kernels import HAS_TRITON, triton, tl  # Triton, or the kernels chapter's stand-in where it is missing
 
 @triton.jit
-def _adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr,  # pointers: parameter (updated), gradient, fp32 first and second moments (updated)
-                  n,                           # size: elements of each tensor
-                  step_size, keep, one_minus_b1, b2, one_minus_b2, v_scale, eps,  # lr/(1−β1ᵗ), 1−decay, 1−β1, β2, 1−β2, 1/√(1−β2ᵗ), ε
-                  BLOCK: tl.constexpr,         # meta-parameters: elements per program,
+def _adamw_kernel(addr_ptr,                    # pointers: (4, T) int64 addresses of the parameters, gradients, first and second moments,
+                  numel_ptr,                   # (T,) int64 elements of each tensor,
+                  scale_ptr,                   # (2, T) fp32 lr/(1−β1ᵗ) and 1/√(1−β2ᵗ) of each tensor,
+                  work_ptr,                    # (2, programs) int32 the tensor each program updates, and which chunk of it
+                  T, programs,                 # sizes: tensors, programs
+                  keep, one_minus_b1, b2, one_minus_b2, eps,  # 1−decay, 1−β1, β2, 1−β2, ε (shared by all tensors)
+                  P_TYPE: tl.constexpr,        # meta-parameters: the parameters' dtype,
+                  G_TYPE: tl.constexpr,        # the gradients' dtype,
+                  BLOCK: tl.constexpr,         # elements per tile,
+                  CHUNK: tl.constexpr,         # elements per program (a multiple of BLOCK),
+                  ALIGNED: tl.constexpr,       # every address 16-byte aligned and every size a multiple of 8 (vector loads),
                   BY_HAND: tl.constexpr):      # and whether to round to bf16 by hand (the interpreter's cast truncates)
-    P_TYPE: tl.constexpr = p_ptr.dtype.element_ty
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < n
-    p = tl.load(p_ptr + offs, mask=inside).to(tl.float32)
-    g = tl.load(g_ptr + offs, mask=inside).to(tl.float32)
-    m = tl.load(m_ptr + offs, mask=inside)
-    v = tl.load(v_ptr + offs, mask=inside, other=1.0)
-    m = m + one_minus_b1 * (g - m)                                  # torch.lerp(m, g, 1 − β1)
-    v = b2 * v + one_minus_b2 * g * g
-    p = p * keep - step_size * tl.div_rn(m, tl.sqrt_rn(v) * v_scale + eps)
-    if BY_HAND and P_TYPE == tl.bfloat16:
-        bits = p.to(tl.int32, bitcast=True)
-        p = tl.where(p != p, p, ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True))
-    tl.store(m_ptr + offs, m, mask=inside)
-    tl.store(v_ptr + offs, v, mask=inside)
-    tl.store(p_ptr + offs, p.to(P_TYPE), mask=inside)
+    pid = tl.program_id(0)
+    i = tl.load(work_ptr + pid)
+    start = tl.load(work_ptr + programs + pid).to(tl.int64) * CHUNK
+    end = tl.minimum(tl.load(numel_ptr + i), start + CHUNK)
+    p_ptr = tl.load(addr_ptr + i).to(tl.pointer_type(P_TYPE))
+    g_ptr = tl.load(addr_ptr + T + i).to(tl.pointer_type(G_TYPE))
+    m_ptr = tl.load(addr_ptr + 2 * T + i).to(tl.pointer_type(tl.float32))
+    v_ptr = tl.load(addr_ptr + 3 * T + i).to(tl.pointer_type(tl.float32))
+    if ALIGNED:
+        end = tl.multiple_of(end, 8)
+        p_ptr, g_ptr = tl.multiple_of(p_ptr, 16), tl.multiple_of(g_ptr, 16)
+        m_ptr, v_ptr = tl.multiple_of(m_ptr, 16), tl.multiple_of(v_ptr, 16)
+    step_size, v_scale = tl.load(scale_ptr + i), tl.load(scale_ptr + T + i)
+    for tile in tl.range(start, end, BLOCK):
+        offs = tile + tl.arange(0, BLOCK)
+        if ALIGNED: offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK), BLOCK)
+        inside = offs < end
+        p = tl.load(p_ptr + offs, mask=inside).to(tl.float32)
+        g = tl.load(g_ptr + offs, mask=inside).to(tl.float32)
+        m = tl.load(m_ptr + offs, mask=inside)
+        v = tl.load(v_ptr + offs, mask=inside, other=1.0)
+        m = m + one_minus_b1 * (g - m)                              # torch.lerp(m, g, 1 − β1)
+        v = b2 * v + one_minus_b2 * g * g
+        p = p * keep - step_size * tl.div_rn(m, tl.sqrt_rn(v) * v_scale + eps)
+        if BY_HAND and P_TYPE == tl.bfloat16:
+            bits = p.to(tl.int32, bitcast=True)
+            p = tl.where(p != p, p, ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True))
+        tl.store(m_ptr + offs, m, mask=inside)
+        tl.store(v_ptr + offs, v, mask=inside)
+        tl.store(p_ptr + offs, p.to(P_TYPE), mask=inside)
 
 # %% ../nbs/08_loro.ipynb #197547c9
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # parameter dtypes the kernel updates (fp64 stays on the exact eager path)
@@ -215,30 +236,57 @@ FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # parameter dtype
 def _interpreting() -> bool: return os.environ.get('TRITON_INTERPRET') == '1'
 
 def fusable(p:Tensor, g:Tensor, exp_avg:Tensor, exp_avg_sq:Tensor) -> bool:
-    "Can `adamw_fused_` update `p` here: Triton, CUDA (or CPU under TRITON_INTERPRET=1), a kernel dtype, fp32 moments, all contiguous and alike."
-    return (HAS_TRITON and p.dtype in FUSED_DTYPES and exp_avg.dtype == exp_avg_sq.dtype == torch.float32
+    "Can `adamw_fused_` update `p` here: Triton, CUDA (or CPU under TRITON_INTERPRET=1), kernel dtypes, fp32 moments, all contiguous and alike."
+    return (HAS_TRITON and p.dtype in FUSED_DTYPES and g.dtype in FUSED_DTYPES and exp_avg.dtype == exp_avg_sq.dtype == torch.float32
             and (p.is_cuda or (p.device.type == 'cpu' and _interpreting()))
             and all(t.shape == p.shape and t.device == p.device and t.is_contiguous() for t in (p, g, exp_avg, exp_avg_sq)))
 
-def adamw_fused_(p:Tensor, # parameter, updated in place
-                 g:Tensor, # its gradient (any float dtype)
-                 exp_avg:Tensor, # fp32 first moment, updated in place
-                 exp_avg_sq:Tensor, # fp32 second moment, updated in place
-                 step:int, # Adam's step count t, this step included (kept on the host)
-                 lr:float, # step size: η, or η·r/d for a lazy factor step
+@functools.lru_cache(maxsize=16)
+def _work_tables(addresses:tuple, # every tensor's address: parameters, then gradients, first moments, second moments
+                 numels:tuple, # elements of each tensor
+                 chunk:int, # elements per program
+                 device:torch.device):
+    "The kernel's tables on `device`: addresses (4, T), sizes (T,), and each program's (tensor, chunk) (2, programs)."
+    counts = torch.tensor([triton.cdiv(n, chunk) for n in numels])
+    tensor = torch.repeat_interleave(torch.arange(len(numels)), counts)
+    first = torch.repeat_interleave(counts.cumsum(0) - counts, counts)  # each program's tensor's first program
+    work = torch.stack([tensor, torch.arange(len(tensor)) - first]).to(torch.int32)
+    return torch.tensor(addresses).view(4, -1).to(device), torch.tensor(numels).to(device), work.to(device)
+
+def _tl_dtype(dt:torch.dtype): return getattr(tl, str(dt).removeprefix('torch.'))
+
+def adamw_fused_(params:list, # parameters, updated in place
+                 grads:list, # their gradients
+                 exp_avgs:list, # fp32 first moments, updated in place
+                 exp_avg_sqs:list, # fp32 second moments, updated in place
+                 steps:list, # Adam's step count t of each, this step included (kept on the host)
+                 lrs:list, # the step size of each: η, or η·r/d for a lazy factor step
                  betas:tuple=(0.9, 0.999), # (β1, β2)
                  eps:float=1e-6, # ε, added to √v̂
                  decay:float=0.0, # decoupled weight decay η·λ
-                 block:int|None=None): # elements per program; default 1024, or 64 Ki under the interpreter (it runs programs one by one)
-    "One AdamW step in one pass over memory: moments from `g`, then p ← p·(1 − decay) − lr·m̂/(√v̂ + ε)."
-    if not fusable(p, g, exp_avg, exp_avg_sq):
-        raise ValueError(f"adamw_fused_ needs Triton and {FUSED_DTYPES} parameters with fp32 moments, contiguous, on CUDA (or TRITON_INTERPRET=1); "
-                         f"got {p.dtype} on {p.device}, moments {exp_avg.dtype}")
-    b1, b2 = betas
-    n, block = p.numel(), block or (1 << 16 if _interpreting() else 1024)
-    if n == 0: return
-    _adamw_kernel[(triton.cdiv(n, block),)](p, g, exp_avg, exp_avg_sq, n, lr / (1 - b1 ** step), 1 - decay, 1 - b1, b2, 1 - b2,
-                                            1 / math.sqrt(1 - b2 ** step), eps, BLOCK=block, BY_HAND=_interpreting(), num_warps=4)
+                 block:int|None=None, # elements per tile; default 1024, or 64 Ki under the interpreter (it runs programs one by one)
+                 tiles:int|None=None): # tiles per program; default 16, or 1 under the interpreter
+    "One AdamW step of every tensor in one pass over memory: moments from the gradient, p ← p·(1 − decay) − lr·m̂/(√v̂ + ε); one launch per device and dtypes."
+    tensors = list(zip(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, strict=True))
+    for p, g, m, v, *_ in tensors:
+        if not fusable(p, g, m, v):
+            raise ValueError(f"adamw_fused_ needs Triton and {FUSED_DTYPES} parameters and gradients with fp32 moments, contiguous, on CUDA "
+                             f"(or TRITON_INTERPRET=1); got {p.dtype} on {p.device}, gradient {g.dtype}, moments {m.dtype}")
+    block = block or (1 << 16 if _interpreting() else 1024)
+    chunk, (b1, b2) = block * (tiles or (1 if _interpreting() else 16)), betas
+    launches = {}
+    for t in tensors:
+        if t[0].numel(): launches.setdefault((t[0].device, t[0].dtype, t[1].dtype), []).append(t)
+    for (device, p_dtype, g_dtype), ts in launches.items():
+        addresses = tuple(t[k].data_ptr() for k in range(4) for t in ts)
+        numels = tuple(t[0].numel() for t in ts)
+        addr, numel, work = _work_tables(addresses, numels, chunk, device)
+        scale = torch.tensor([lr / (1 - b1 ** step) for *_, step, lr in ts] + [1 / math.sqrt(1 - b2 ** step) for *_, step, _ in ts],
+                             dtype=torch.float32).to(device, non_blocking=True)
+        aligned = all(a % 16 == 0 for a in addresses) and all(n % 8 == 0 for n in numels)
+        _adamw_kernel[(work.shape[1],)](addr, numel, scale, work, len(ts), work.shape[1], 1 - decay, 1 - b1, b2, 1 - b2, eps,
+                                        P_TYPE=_tl_dtype(p_dtype), G_TYPE=_tl_dtype(g_dtype), BLOCK=block, CHUNK=chunk,
+                                        ALIGNED=aligned, BY_HAND=_interpreting(), num_warps=4)
 
 # %% ../nbs/08_loro.ipynb #100f65e2
 def adam_update_(params:list, # parameters with gradients, updated in place
@@ -248,14 +296,16 @@ def adam_update_(params:list, # parameters with gradients, updated in place
                  eps:float=1e-6, # ε, added to √v̂
                  decay:float=0.0, # decoupled weight decay η·λ
                  fused:bool|None=None): # None: the kernel for the CUDA tensors it can update; True: for all (CPU: interpreter); False: none
-    "The AdamW step of every parameter and its moments: one `adamw_fused_` pass each, or `adam_directions` + `descend_`."
-    rest = []
+    "The AdamW step of every parameter and its moments: one `adamw_fused_` call for all it can update, `adam_directions` + `descend_` for the rest."
+    kernel, rest = [], []
     for p, s, lr in zip(params, states, step_sizes):
         if not s: s.update(_zero_moments(p))
-        if fused or (fused is None and p.is_cuda and fusable(p, p.grad, s['exp_avg'], s['exp_avg_sq'])):
-            s['step'] += 1
-            adamw_fused_(p, p.grad, s['exp_avg'], s['exp_avg_sq'], s['step'], lr, betas, eps, decay)
-        else: rest.append((p, s, lr))
+        on_kernel = fused or (fused is None and p.is_cuda and fusable(p, p.grad, s['exp_avg'], s['exp_avg_sq']))
+        (kernel if on_kernel else rest).append((p, s, lr))
+    if kernel:
+        for _, s, _ in kernel: s['step'] += 1
+        adamw_fused_([p for p, _, _ in kernel], [p.grad for p, _, _ in kernel], [s['exp_avg'] for _, s, _ in kernel],
+                     [s['exp_avg_sq'] for _, s, _ in kernel], [s['step'] for _, s, _ in kernel], [lr for *_, lr in kernel], betas, eps, decay)
     if rest:
         ps, ss, lrs = (list(x) for x in zip(*rest))
         descend_(ps, adam_directions(ps, ss, betas, eps), lrs, decay)

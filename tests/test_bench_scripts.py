@@ -97,3 +97,13 @@ def test_paper_speedup(tmp_path):
     assert got['130m', 'eager']['full_paper_width_tokens_per_s'] == 50.  # 2048: the padded width is the paper's
     assert got['60m', 'eager']['paper_speedup'] == 1.75 and res['meta']['source_meta'] == dict(gpu='test')
     assert 'not measured' in stdout and '2.00×' in stdout
+
+
+def test_loro_core(tmp_path):
+    "The core benchmark on the tiny model's cores: exact variants agree with float64, a CUDA-only one is recorded as an error, not a crash."
+    res, stdout = run('loro_core', tmp_path, '--device', 'cpu', '--sizes', 'tiny', '--variants', 'eigh', 'cpu-f64', 'subspace1', 'gesvd')
+    rows = {r['variant']: r for r in res['rows']}
+    assert list(rows) == ['eigh', 'cpu-f64', 'subspace1', 'gesvd'] and res['meta']['commit']
+    assert rows['eigh']['rel_err'] < 1e-4 and rows['cpu-f64']['rel_err'] < 1e-6 and rows['eigh']['ms'] > 0
+    assert 'residual' in rows['subspace1'] and rows['gesvd']['error'] == 'RuntimeError: needs CUDA'
+    assert rows['eigh']['sigma_r'] >= rows['eigh']['sigma_r1'] and 'vs eigh' in stdout

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from elas_nb.lowrank import LowRankLinear
 from elas_nb.loro import (LOROAdamW, adamw, cosine_restart_schedule, cosine_schedule, loro_exact_update, loro_exact_update_ref,
-                          loro_exact_step_, thin_qr, cholesky_qr2, core_factors, ieee_fp32_matmul, adamw_fused_, QR_METHODS)
+                          loro_exact_step_, thin_qr, cholesky_qr2, core_factors, ieee_fp32_matmul, adamw_fused_, adam_update_, QR_METHODS)
 
 f64 = torch.float64
 DEV = 'cuda' if torch.cuda.is_available() and os.environ.get('TRITON_INTERPRET') != '1' else 'cpu'  # where the kernel runs
@@ -144,37 +144,65 @@ def adamw_step_f64(p, g, m, v, t, lr, betas, eps, decay):
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=st.one_of(st.tuples(st.integers(1, 700)), st.tuples(st.integers(1, 37), st.integers(1, 29))),
-       dtype=st.sampled_from([torch.float32, torch.bfloat16]), decay=st.sampled_from([0.0, 1e-2]),
-       steps=st.integers(1, 4), block=st.sampled_from([64, 256, None]), lr=st.floats(1e-4, 1e-1),
-       seed=st.integers(0, 2**31 - 1))
-def test_fused_update_equals_float64_adamw(shape, dtype, decay, steps, block, lr, seed):
-    "Step by step from the kernel's own state: moments to fp32 rounding, the parameter to its dtype's rounding."
+@given(numels=st.lists(st.integers(1, 700), min_size=1, max_size=5), dtypes=st.data(), decay=st.sampled_from([0.0, 1e-2]),
+       steps=st.integers(1, 4), block=st.sampled_from([64, 256, None]), tiles=st.sampled_from([1, 3]),
+       lrs=st.data(), seed=st.integers(0, 2**31 - 1))
+def test_fused_update_equals_float64_adamw(numels, dtypes, decay, steps, block, tiles, lrs, seed):
+    "A list of odd-sized tensors (1 element, ragged tiles and chunks, fp32 and bf16 mixed: several launches), each with its own"
+    " step size and step count, step by step from the kernel's own state: moments to fp32 rounding, parameters to their dtype's."
+    T = len(numels)
+    dts = dtypes.draw(st.lists(st.sampled_from([torch.float32, torch.bfloat16]), min_size=T, max_size=T), label='dtypes')
+    sizes = lrs.draw(st.lists(st.floats(1e-4, 1e-1), min_size=T, max_size=T), label='lrs')
     g = torch.Generator().manual_seed(seed)
-    p = torch.randn(shape, generator=g).to(DEV, dtype)
-    m, v = torch.zeros(shape, device=DEV), torch.zeros(shape, device=DEV)
+    shapes = [(n,) if n % 2 else (2, n // 2) for n in numels]  # 2-d where it can be
+    ps = [torch.randn(s, generator=g).to(DEV, dt) for s, dt in zip(shapes, dts)]
+    ms, vs = [torch.zeros(s, device=DEV) for s in shapes], [torch.zeros(s, device=DEV) for s in shapes]
+    offsets = torch.randint(0, 3, (T,), generator=g).tolist()  # tensors at different Adam steps
     betas, eps = (0.9, 0.999), 1e-6
     for t in range(1, steps + 1):
-        grad = (torch.randn(shape, generator=g) * 10 ** torch.randint(-3, 2, shape, generator=g)).to(DEV, dtype)
-        want_p, want_m, want_v = adamw_step_f64(p, grad, m, v, t, lr, betas, eps, decay)
-        scale_m, p_old = m.double().abs() + grad.double().abs(), p.double()
-        adamw_fused_(p, grad, m, v, t, lr, betas, eps, decay, block=block)
-        assert ((m.double() - want_m).abs() <= 1e-6 * scale_m).all()
-        assert ((v.double() - want_v).abs() <= 1e-6 * want_v + 1e-30).all()
-        # fp32 arithmetic: a few ulps of p, of the update, and of m where it cancels
-        update = (want_p - p_old * (1 - decay)).abs()
-        denom = want_v.sqrt() / math.sqrt(1 - betas[1] ** t) + eps
-        slack = 1e-6 * (p_old.abs() + update) + 1e-6 * lr / (1 - betas[0] ** t) * scale_m / denom
-        rounding = 2.0 ** -8 * want_p.abs() if dtype == torch.bfloat16 else 0.0
-        assert ((p.double() - want_p).abs() <= rounding + slack).all()
+        grads = [(torch.randn(s, generator=g) * 10 ** torch.randint(-3, 2, s, generator=g)).to(DEV, dt) for s, dt in zip(shapes, dts)]
+        ts = [t + o for o in offsets]
+        want = [adamw_step_f64(*x, ti, lr, betas, eps, decay) for x, ti, lr in zip(zip(ps, grads, ms, vs), ts, sizes)]
+        before = [(m.double().abs() + gr.double().abs(), p.double()) for m, gr, p in zip(ms, grads, ps)]
+        adamw_fused_(ps, grads, ms, vs, ts, sizes, betas, eps, decay, block=block, tiles=tiles)
+        for p, m, v, (want_p, want_m, want_v), (scale_m, p_old), ti, lr in zip(ps, ms, vs, want, before, ts, sizes):
+            assert ((m.double() - want_m).abs() <= 1e-6 * scale_m).all()
+            assert ((v.double() - want_v).abs() <= 1e-6 * want_v + 1e-30).all()
+            # fp32 arithmetic: a few ulps of p, of the update, and of m where it cancels
+            update = (want_p - p_old * (1 - decay)).abs()
+            denom = want_v.sqrt() / math.sqrt(1 - betas[1] ** ti) + eps
+            slack = 1e-6 * (p_old.abs() + update) + 1e-6 * lr / (1 - betas[0] ** ti) * scale_m / denom
+            rounding = 2.0 ** -8 * want_p.abs() if p.dtype == torch.bfloat16 else 0.0
+            assert ((p.double() - want_p).abs() <= rounding + slack).all()
 
 
 def test_fused_update_rejects_what_it_cannot_run():
     p = torch.zeros(4, dtype=f64)
-    with pytest.raises(ValueError, match='fp32 moments'): adamw_fused_(p, p, p, p, 1, 1e-3)
+    with pytest.raises(ValueError, match='fp32 moments'): adamw_fused_([p], [p], [p], [p], [1], [1e-3])
     q = torch.zeros(4, 4, device=DEV)
-    with pytest.raises(ValueError, match='contiguous'): adamw_fused_(q.T, q, q, q, 1, 1e-3)
-    adamw_fused_(torch.zeros(0, device=DEV), *(torch.zeros(0, device=DEV),) * 3, 1, 1e-3)  # nothing to do
+    with pytest.raises(ValueError, match='contiguous'): adamw_fused_([q, q.T], [q, q], [q, q], [q, q], [1, 1], [1e-3, 1e-3])
+    with pytest.raises(ValueError): adamw_fused_([q], [q], [q], [q], [1, 2], [1e-3])  # lists of different lengths
+    z = torch.zeros(0, device=DEV)
+    adamw_fused_([z], [z], [z], [z], [1], [1e-3])  # nothing to do
+
+
+def test_adam_update_launches_once_per_dtype():
+    "adam_update_ hands every tensor it can fuse to one kernel launch per (device, parameter dtype, gradient dtype)."
+    from unittest.mock import patch
+    import elas_nb.loro as loro
+    ps = [torch.randn(s, device=DEV, dtype=dt) for s, dt in [((3, 5), torch.float32), ((7,), torch.bfloat16), ((1,), torch.float32),
+                                                             ((0,), torch.float32), ((2, 9), torch.bfloat16)]]
+    for p in ps: p.grad = torch.randn_like(p)
+    twins = [p.clone() for p in ps]
+    for p, q in zip(ps, twins): q.grad = p.grad.clone()
+    grids, kernel = [], loro._adamw_kernel
+    class Counting:
+        def __getitem__(self, grid): grids.append(grid); return kernel[grid]
+    with patch.object(loro, '_adamw_kernel', Counting()):
+        adam_update_(ps, [{} for _ in ps], [1e-2] * len(ps), fused=True)
+    assert len(grids) == 2
+    adam_update_(twins, [{} for _ in ps], [1e-2] * len(ps), fused=False)
+    for p, q in zip(ps, twins): torch.testing.assert_close(p, q, atol=1e-5, rtol=2 ** -7)
 
 
 class Tiny(nn.Module):

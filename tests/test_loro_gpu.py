@@ -18,27 +18,35 @@ DEV, f64 = 'cuda', torch.float64
 
 
 
-@pytest.mark.parametrize('shape', [(1,), (1000,), (4097,), (33, 65), (2048, 512), (3, 5, 7)])
+SHAPES = [(1,), (1000,), (4097,), (33, 65), (2048, 512), (3, 5, 7)]
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('decay', [0.0, 1e-2])
-def test_fused_kernel_equals_float64(shape, dtype, decay):
-    "Four steps, each checked from the kernel's own state: moments to fp32 rounding, the parameter to its dtype's rounding."
+@pytest.mark.parametrize('aligned', [True, False])
+def test_fused_kernel_equals_float64(dtype, decay, aligned):
+    "Every shape in one launch, four steps, each checked from the kernel's own state: moments to fp32 rounding, parameters to their"
+    " dtype's rounding. Unaligned: every tensor a view one element into its storage, so the kernel runs without vector loads."
     g = torch.Generator(device=DEV).manual_seed(0)
-    p = torch.randn(shape, generator=g, device=DEV).to(dtype)
-    m, v = torch.zeros(shape, device=DEV), torch.zeros(shape, device=DEV)
-    betas, eps, lr = (0.9, 0.999), 1e-6, 3e-3
+    def new(shape, dt):
+        n = math.prod(shape)
+        return torch.empty(n + (not aligned), device=DEV, dtype=dt)[(not aligned):].view(shape)
+    ps = [new(s, dtype).copy_(torch.randn(s, generator=g, device=DEV)) for s in SHAPES]
+    ms, vs = [new(s, torch.float32).zero_() for s in SHAPES], [new(s, torch.float32).zero_() for s in SHAPES]
+    betas, eps, sizes = (0.9, 0.999), 1e-6, [3e-3 * (1 + k) for k in range(len(SHAPES))]
     for t in range(1, 5):
-        grad = (torch.randn(shape, generator=g, device=DEV) * 10 ** torch.randint(-3, 2, shape, generator=g, device=DEV)).to(dtype)
-        want_p, want_m, want_v = adamw_step_f64(p, grad, m, v, t, lr, betas, eps, decay)
-        scale_m, p_old = m.double().abs() + grad.double().abs(), p.double()
-        adamw_fused_(p, grad, m, v, t, lr, betas, eps, decay)
-        assert ((m.double() - want_m).abs() <= 1e-6 * scale_m).all()
-        assert ((v.double() - want_v).abs() <= 1e-6 * want_v + 1e-30).all()
-        update = (want_p - p_old * (1 - decay)).abs()
-        denom = want_v.sqrt() / math.sqrt(1 - betas[1] ** t) + eps
-        slack = 1e-6 * (p_old.abs() + update) + 1e-6 * lr / (1 - betas[0] ** t) * scale_m / denom
-        rounding = {torch.float32: 0.0, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}[dtype] * want_p.abs()
-        assert ((p.double() - want_p).abs() <= rounding + slack + (6e-8 if dtype == torch.float16 else 0)).all()
+        grads = [(torch.randn(s, generator=g, device=DEV) * 10 ** torch.randint(-3, 2, s, generator=g, device=DEV)).to(dtype) for s in SHAPES]
+        want = [adamw_step_f64(p, gr, m, v, t, lr, betas, eps, decay) for p, gr, m, v, lr in zip(ps, grads, ms, vs, sizes)]
+        before = [(m.double().abs() + gr.double().abs(), p.double()) for m, gr, p in zip(ms, grads, ps)]
+        adamw_fused_(ps, grads, ms, vs, [t] * len(ps), sizes, betas, eps, decay)
+        for p, m, v, (want_p, want_m, want_v), (scale_m, p_old), lr in zip(ps, ms, vs, want, before, sizes):
+            assert ((m.double() - want_m).abs() <= 1e-6 * scale_m).all()
+            assert ((v.double() - want_v).abs() <= 1e-6 * want_v + 1e-30).all()
+            update = (want_p - p_old * (1 - decay)).abs()
+            denom = want_v.sqrt() / math.sqrt(1 - betas[1] ** t) + eps
+            slack = 1e-6 * (p_old.abs() + update) + 1e-6 * lr / (1 - betas[0] ** t) * scale_m / denom
+            rounding = {torch.float32: 0.0, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}[dtype] * want_p.abs()
+            assert ((p.double() - want_p).abs() <= rounding + slack + (6e-8 if dtype == torch.float16 else 0)).all()
 
 
 def test_update_paths_agree_on_a_model():
