@@ -4,7 +4,7 @@ per row the wall ms per micro-batch, the GPU's busy ms (kernel time summed) and 
 category (dense GEMM, 2:4 GEMM, our Triton kernels, inductor's fused kernels, attention, copies, the rest); the top kernels
 of each profiled row go to the log.
 
-    python bench/profile_step.py --sizes 1b,60m --variants elas,loro-relu2 --modes default,reduce-overhead
+    python bench/profile_step.py --sizes 1b,60m --variants elas,loro-relu2 --modes default,graphed --profile-modes default,graphed
 """
 import argparse, gc, json, os, re, time
 from collections import defaultdict
@@ -15,7 +15,7 @@ from common import meta
 from elas_nb.lowrank import model_config
 from elas_nb.model import Llama
 from elas_nb.sparse24 import set_sparse24
-from elas_nb.train import accumulate_gradients, recipe, train_dtype
+from elas_nb.train import GraphedMicroStep, accumulate_gradients, recipe, train_dtype
 
 CATEGORIES = (('2:4 gemm', r'sparse|cusparselt|sp_gemm'), ('prune (ours)', r'_relu2_prune_compress|_decompress24'),
               ('prune grad (ours)', r'_relu2_prune_grad'), ('attention', r'flash|fmha|attention'),
@@ -42,13 +42,15 @@ def build(size:str, variant:str, mode:str, dev:torch.device):
     model = Llama(cfg).to(dev, train_dtype(dev))
     set_sparse24(model, True)  # ELAS after its dense warm-up
     if mode != 'eager':
-        for block in model.layers: block.compile(dynamic=False, mode=None if mode == 'default' else mode)
+        for block in model.layers: block.compile(dynamic=False, mode=mode if mode == 'reduce-overhead' else None)
     return rec, model
 
 
-def step(model, batches, dev):
-    loss = accumulate_gradients(model, batches, 1, 0, dev)
-    for p in model.parameters(): p.grad = None
+def step(model, batches, dev, graphed=None):
+    loss = accumulate_gradients(model, batches, 1, 0, dev, graphed=graphed)
+    for p in model.parameters():
+        if graphed: p.grad.zero_()  # the graph writes into these .grad tensors
+        else: p.grad = None
     return loss
 
 
@@ -56,17 +58,18 @@ def measure(size:str, variant:str, mode:str, n:int, profiled:bool, dev:torch.dev
     torch._dynamo.reset(); gc.collect()
     rec, model = build(size, variant, mode, dev)
     batches = random_batches(rec.micro_batch, rec.seq_len)
+    graphed = GraphedMicroStep(model) if mode == 'graphed' else None  # train()'s default on one GPU: compiled blocks, CUDA graph
     t = time.perf_counter()
-    for _ in range(3): step(model, batches, dev)
+    for _ in range(3): step(model, batches, dev, graphed)
     sync(dev); warm_s = time.perf_counter() - t
     t = time.perf_counter()
-    for _ in range(n): step(model, batches, dev)
+    for _ in range(n): step(model, batches, dev, graphed)
     sync(dev); wall_ms = (time.perf_counter() - t) / n * 1e3
     row = dict(size=size, variant=variant, mode=mode, micro_batch=rec.micro_batch, seq_len=rec.seq_len, wall_ms=wall_ms,
                tokens_per_s=rec.micro_batch * rec.seq_len / wall_ms * 1e3, warmup_s=warm_s)
     if profiled:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(2): step(model, batches, dev)
+            for _ in range(2): step(model, batches, dev, graphed)
             sync(dev)
         kernels = defaultdict(float)
         for e in prof.events():
@@ -88,7 +91,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--sizes', default='1b,60m')
     ap.add_argument('--variants', default='elas,loro-relu2')
-    ap.add_argument('--modes', default='default,reduce-overhead')
+    ap.add_argument('--modes', default='default,graphed', help='eager, default (compiled), reduce-overhead, graphed (compiled + GraphedMicroStep)')
     ap.add_argument('--profile-modes', default='default', help='modes whose rows are also profiled')
     ap.add_argument('--n', type=int, default=8)
     ap.add_argument('--device', default='cuda', help='cpu: a smoke test of the script')

@@ -31,7 +31,8 @@ def run(a, variant:str) -> dict:
     out = Path(a.work)/name
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    res = train(rec, data=a.dir, out=out, cache_dir=Path(a.dir)/'cache', log_every=a.log_every, save=False, progress=False)
+    res = train(rec, data=a.dir, out=out, cache_dir=Path(a.dir)/'cache', log_every=a.log_every, save=False, progress=False,
+                cuda_graph=False if a.no_cuda_graph else None)
     wall = time.perf_counter() - t
     rows = read_log(res['log'])
     (RESULTS/'quality_logs').mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,7 @@ def main():
     ap.add_argument('--sparsifier', default='top2', help='ELAS: top2, mvue or soft-threshold')
     ap.add_argument('--mask-grad', default='ste', help='ELAS: ste or masked')
     ap.add_argument('--log-every', type=int, default=20)
+    ap.add_argument('--no-cuda-graph', action='store_true', help='compiled blocks without CUDA graphs')
     ap.add_argument('--deadline', type=float, default=float('inf'), help='seconds: start no run after this')
     ap.add_argument('--work', default='/tmp/quality_runs')
     ap.add_argument('--out', default=str(RESULTS/'quality.json'))
