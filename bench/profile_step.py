@@ -67,6 +67,12 @@ def measure(size:str, variant:str, mode:str, n:int, profiled:bool, dev:torch.dev
     sync(dev); wall_ms = (time.perf_counter() - t) / n * 1e3
     row = dict(size=size, variant=variant, mode=mode, micro_batch=rec.micro_batch, seq_len=rec.seq_len, wall_ms=wall_ms,
                tokens_per_s=rec.micro_batch * rec.seq_len / wall_ms * 1e3, warmup_s=warm_s)
+    if graphed is not None:  # the graph alone, replayed back to back: how long its launch holds the CPU, and its GPU time
+        sync(dev); t = time.perf_counter(); cpu = 0.0
+        for _ in range(n):
+            c = time.perf_counter(); graphed.graph.replay(); cpu += time.perf_counter() - c
+        sync(dev)
+        row.update(replay_ms=(time.perf_counter() - t) / n * 1e3, replay_cpu_ms=cpu / n * 1e3)
     if profiled:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             for _ in range(2): step(model, batches, dev, graphed)
@@ -83,6 +89,8 @@ def measure(size:str, variant:str, mode:str, n:int, profiled:bool, dev:torch.dev
         cpu = prof.key_averages()
         syncs = [(e.key, e.count) for e in cpu if re.search(r'Synchronize|cudaMalloc|cudaFree|cudaHostAlloc', e.key)]
         row['host_sync_calls'] = syncs
+        row['top_cpu_ms'] = [(e.key[:80], e.count // 2, round(e.self_cpu_time_total / 2e3, 3))  # per micro-batch
+                             for e in sorted(cpu, key=lambda e: -e.self_cpu_time_total)[:12]]
     del model; gc.collect()
     return row
 
