@@ -192,7 +192,8 @@ def accumulate_gradients(model:nn.Module, # as prepared
                          batches, # iterator of (B, T+1) batches
                          accum:int, # micro-batches
                          pad_id:int, device:torch.device,
-                         vocab_size:int|None=None) -> torch.Tensor: # check each batch on the CPU (`check_batch`) against it
+                         vocab_size:int|None=None, # check each batch on the CPU against it (check_batch)
+                        ) -> torch.Tensor:
     "Forward and backward `accum` micro-batches; the mean loss over the batch (and over ranks), as a 0-d tensor on `device`."
     total = torch.zeros((), device=device)
     for i in range(accum):
@@ -255,7 +256,8 @@ def activation_bytes(cfg:ModelConfig, # the model
     return sizes[1] - sizes[0], 2 * sizes[0] - sizes[1]
 
 def memory_estimate(cfg:ModelConfig, rec:Recipe, device:torch.device,
-                    activations:tuple[int, int]|None=None) -> dict: # `activation_bytes`, if already counted
+                    activations:tuple[int, int]|None=None, # what activation_bytes returns, if already counted
+                   ) -> dict:
     "Estimated peak bytes of one training process at `rec.micro_batch`, by part, and their total."
     dtype = train_dtype(device)
     per_sequence, fixed = activations or activation_bytes(cfg, rec.seq_len, dtype)
@@ -399,7 +401,7 @@ def good_checkpoint(root:Path|str) -> tuple[Path, dict, list[str]]: # a run's ch
         except ValueError as e: passed.append(str(e))
     raise FileNotFoundError(f"{root} has no intact checkpoint" + (': ' + '; '.join(passed) if passed else ''))
 
-def load_checkpoint(path:Path|str, # a checkpoint folder, or a run's checkpoint folder (follows `latest`, falls back if corrupt)
+def load_checkpoint(path:Path|str, # a checkpoint folder, or a run's checkpoint folder (follows latest, falls back if corrupt)
                     model:nn.Module, # the plain model, loaded in place
                     opt:torch.optim.Optimizer|None=None, sched=None) -> dict:
     "Load weights (and optimizer, scheduler, RNG states) in place; returns the checkpoint's state (step, data, recipe)."
@@ -541,8 +543,8 @@ def _remove(path:Path):
 
 @contextmanager
 def run_folder(out:Path|str, # the run's folder
-               resume:bool=False, # the run continues the one in `out`
-               overwrite:bool=False): # the run replaces the one in `out` (the caller removes its files with `RUN_FILES`)
+               resume:bool=False, # the run continues the one in out
+               overwrite:bool=False): # the run replaces the one in out (the caller removes its files with RUN_FILES)
     "Hold `out` for one run: refuse a folder another run holds or has trained in, clean stale temporary files; a failure leaves nothing new."
     out = Path(out)
     if resume and overwrite: raise ValueError("--resume and --overwrite contradict each other: give one of them")
@@ -596,11 +598,11 @@ def _check_finite(losses:dict, first_step:int, ckpt:Path):
                                      f"checkpoint; the last good checkpoint is {latest_checkpoint(ckpt) or 'none (none written yet)'}")
 
 def train(rec:Recipe, # what to train and how
-          data:str|Data='embedded', # 'embedded', 'c4', a corpus folder, a path/glob of text/JSONL files, or a `Data` from `build_data`
+          data:str|Data='embedded', # 'embedded', 'c4', a corpus folder, a path/glob of text/JSONL files, or a Data from build_data
           out:str|Path='runs/elas', # the run's folder: log.csv, curves.png, tb/ and checkpoints/
           device:str|None=None, # 'cuda' or 'cpu'; default cuda when there is one
-          resume:bool=False, # continue the run in `out` from its latest intact checkpoint
-          overwrite:bool=False, # replace the run in `out`, if there is one
+          resume:bool=False, # continue the run in out from its latest intact checkpoint
+          overwrite:bool=False, # replace the run in out, if there is one
           compile:bool|None=None, # torch.compile the blocks; default: on CUDA
           seed:int=0, # model init and data order
           log_every:int=10, # optimizer steps between log rows (and reads of the loss)
