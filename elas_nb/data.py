@@ -76,7 +76,7 @@ def read_file(path:str|Path) -> list[str]:
 
 # %% ../nbs/09_data.ipynb #cc54ec35
 def matching_files(pattern:str|Path, # a file, or a glob such as 'corpus/**/*.txt'
-                   what:str='data', # the argument `pattern` came from, named in the error
+                   what:str='data', # the name of the argument that gave pattern, for the error
                   ) -> list[str]:
     "The files matching `pattern`, sorted."
     paths = sorted(p for p in glob(str(pattern), recursive=True) if os.path.isfile(p))
@@ -85,7 +85,7 @@ def matching_files(pattern:str|Path, # a file, or a glob such as 'corpus/**/*.tx
     return paths
 
 def read_documents(files:str|Path|list[str], # a file, a glob, or a list of files
-                   what:str='data', # the argument `files` came from, named in errors
+                   what:str='data', # the name of the argument that gave files, for errors
                   ) -> list[str]:
     "Texts of every document in `files`, in sorted file order."
     paths = files if isinstance(files, list) else matching_files(files, what)
@@ -142,9 +142,9 @@ def model_vocab_size(tok:Tokenizer) -> int:
     return n
 
 # %% ../nbs/09_data.ipynb #f8f5e36a
-def encode_documents(tok:Tokenizer, # from `load_tokenizer`
+def encode_documents(tok:Tokenizer, # from load_tokenizer
                      texts:list[str], # documents
-                     vocab_size:int|None=None, # ids at or above it become `<unk>` (T5's sentinels)
+                     vocab_size:int|None=None, # ids at or above it become <unk> (T5's sentinels)
                     ) -> list[np.ndarray]:
     "Token ids of each document followed by `</s>`, as int32 arrays."
     eos, out = special_ids(tok)[1], []
@@ -156,7 +156,7 @@ def encode_documents(tok:Tokenizer, # from `load_tokenizer`
 
 # %% ../nbs/09_data.ipynb #abdf62fa
 def encode_stream(tok:Tokenizer, texts:list[str], # documents
-                  vocab_size:int|None=None, # ids at or above it become `<unk>`
+                  vocab_size:int|None=None, # ids at or above it become <unk>
                   chunk:int=1024, # documents encoded at once
                  ) -> tuple[np.ndarray, np.ndarray]:
     "All documents' ids, each followed by `</s>`, as one int32 stream, and the offset where each document ends."
@@ -167,14 +167,14 @@ def encode_stream(tok:Tokenizer, texts:list[str], # documents
     return np.concatenate(ids), np.cumsum(lengths, dtype=np.int64)
 
 # %% ../nbs/09_data.ipynb #9e953508
-def pad_truncate(ids:np.ndarray, # one document's ids, ending in `</s>`
+def pad_truncate(ids:np.ndarray, # one document's ids, ending in </s>
                  length:int, # T+1
                  pad_id:int) -> np.ndarray:
     "The document cut to `length` tokens (its last token kept last) or padded up to it."
     if len(ids) > length: return np.concatenate([ids[:length - 1], ids[-1:]])
     return np.concatenate([ids, np.full(length - len(ids), pad_id, dtype=ids.dtype)])
 
-def pack(stream:np.ndarray, # documents' ids, each ending in `</s>`, concatenated (`encode_stream`)
+def pack(stream:np.ndarray, # documents' ids, each ending in </s>, concatenated (as encode_stream returns them)
          length:int) -> Tensor: # T+1
     "The stream cut into consecutive (N, length) windows; the remainder is dropped."
     n = len(stream) // length
@@ -246,10 +246,10 @@ def c4_documents(split:str='train', # 'train' or 'validation'
 # %% ../nbs/09_data.ipynb #4fd7e87b
 class StreamBatches:
     "(B, T+1) batches of documents padded or truncated one per sequence, from a resumable stream of texts."
-    def __init__(self, documents:Callable[[int], Iterable[str]], # skip → this rank's texts after the first `skip`
+    def __init__(self, documents:Callable[[int], Iterable[str]], # skip → this rank's texts after the first skip
                  tok:Tokenizer, length:int, # T+1
                  batch_size:int, # B
-                 vocab_size:int|None=None, # ids at or above it become `<unk>`
+                 vocab_size:int|None=None, # ids at or above it become <unk>
                  chunk:int=1024): # documents tokenized at once
         self.documents, self.tok, self.length = documents, tok, length
         self.batch_size, self.vocab_size, self.chunk = batch_size, vocab_size, chunk
@@ -282,9 +282,9 @@ def cache_key(paths:list[str], tok:Tokenizer, vocab_size:int|None) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 def file_tokens(files:str|Path, # a file or a glob
-                tok:Tokenizer, vocab_size:int|None=None, # ids at or above it become `<unk>`
+                tok:Tokenizer, vocab_size:int|None=None, # ids at or above it become <unk>
                 cache_dir:str|Path|None=None, # where token streams are saved and found again; None: no cache
-                what:str='data', # the argument `files` came from, named in errors
+                what:str='data', # the name of the argument that gave files, for errors
                ) -> tuple[np.ndarray, np.ndarray]:
     "The token stream and document ends of `files` (as `encode_stream` gives them), loaded from `cache_dir` when saved there."
     paths = matching_files(files, what)
@@ -322,8 +322,9 @@ def corpus_files(folder:str|Path) -> dict[str, str]:
     return {k: str(d/f) for k, f in names.items() if (d/f).is_file()}
 
 # %% ../nbs/09_data.ipynb #5925d5bc
-def data_tokenizer(source:str|Path, # as `build_data` takes it
-                   tokenizer:str|Path|None=None) -> str: # as `build_data` takes it
+def data_tokenizer(source:str|Path, # as build_data takes it
+                   tokenizer:str|Path|None=None, # as build_data takes it
+                  ) -> str:
     "The tokenizer `build_data(source, tokenizer=tokenizer)` reads with: the one given, a corpus folder's, T5's for c4, else the embedded one."
     if tokenizer is not None: return str(tokenizer)
     if source not in ('c4', 'embedded') and os.path.isdir(source): return corpus_files(source).get('tokenizer', 'embedded')
@@ -336,7 +337,7 @@ def build_data(source:str|Path='embedded', # 'embedded', 'c4', a corpus folder, 
                seed:int=0, rank:int=0, world_size:int=1,
                tokenizer:str|Path|None=None, # 'embedded', 't5-base', a tokenizer.json; None: the folder's, c4's or 'embedded'
                per_document:bool|None=None, # pad/truncate each document (c4's default) instead of packing
-               valid_fraction:float=0.02, # local files without `valid`: windows held out for validation
+               valid_fraction:float=0.02, # local files without valid: windows held out for validation
                valid:str|Path|None=None, # local files: a path/glob of validation files; default: the corpus folder's valid.jsonl
                cache_dir:str|Path|None=None, # local files: token streams saved here are reused while files and tokenizer stay the same
               ) -> Data:
