@@ -192,8 +192,9 @@ def accumulate_gradients(model:nn.Module, # as prepared
                          batches, # iterator of (B, T+1) batches
                          accum:int, # micro-batches
                          pad_id:int, device:torch.device,
-                         vocab_size:int|None=None, # check each batch on the CPU (`check_batch`) against it
-                         graphed=None) -> torch.Tensor: # a `GraphedMicroStep` of `model` that runs each micro-batch
+                         vocab_size:int|None=None, # check each batch on the CPU against it (check_batch)
+                         graphed=None, # a GraphedMicroStep of the model that runs each micro-batch
+                        ) -> torch.Tensor:
     "Forward and backward `accum` micro-batches; the mean loss over the batch (and over ranks), as a 0-d tensor on `device`."
     total = torch.zeros((), device=device)
     for i in range(accum):
@@ -205,49 +206,6 @@ def accumulate_gradients(model:nn.Module, # as prepared
             with model.no_sync() if isinstance(model, DDP) and i < accum - 1 else nullcontext():
                 loss = model(x, y)
                 (loss / accum).backward()
-        total += loss.detach()
-    if dist.is_initialized(): dist.all_reduce(total)
-    return total / (accum * (dist.get_world_size() if dist.is_initialized() else 1))
-
-# %% ../nbs/10_train.ipynb #f1480b65T
-def accum_steps(rec:Recipe, world_size:int=1) -> int:
-    "Micro-batches per optimizer step on each rank."
-    per_step = rec.micro_batch * world_size
-    if rec.batch_size % per_step:
-        raise ValueError(f"--batch_size {rec.batch_size} must be a multiple of --micro_batch {rec.micro_batch} × {world_size} "
-                         f"process(es): give a --micro_batch that divides {rec.batch_size // world_size or 1}")
-    return rec.batch_size // per_step
-
-def check_batch(batch:torch.Tensor, # (B, T+1) token ids, on the CPU: before it moves to the device
-                vocab_size:int, pad_id:int,
-                targets:bool=True) -> torch.Tensor: # also require a target that is not padding
-    "`batch`, after checking its shape, that its ids are in the model's vocabulary and (if asked) that it has a target."
-    if batch.ndim != 2 or batch.shape[0] == 0 or batch.shape[1] < 2:
-        raise ValueError(f"a batch must be (B, T+1) token ids with B >= 1 and T >= 1, got shape {tuple(batch.shape)}")
-    if batch.device.type != 'cpu': return batch  # already on a GPU: checking would wait for it
-    low, high = (int(v) for v in batch.aminmax())
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"a batch holds token id {high if high >= vocab_size else low}, outside the model's vocabulary "
-                         f"[0, {vocab_size}): the data was tokenized for another vocabulary")
-    if targets and bool((batch[:, 1:] == pad_id).all()):
-        raise ValueError(f"a training batch has no target: every target is padding (id {pad_id}); the data holds empty documents")
-    return batch
-
-def accumulate_gradients(model:nn.Module, # as prepared
-                         batches, # iterator of (B, T+1) batches
-                         accum:int, # micro-batches
-                         pad_id:int, device:torch.device,
-                         vocab_size:int|None=None, # check each batch on the CPU against it (check_batch)
-                        ) -> torch.Tensor:
-    "Forward and backward `accum` micro-batches; the mean loss over the batch (and over ranks), as a 0-d tensor on `device`."
-    total = torch.zeros((), device=device)
-    for i in range(accum):
-        batch = next(batches)
-        if vocab_size is not None: check_batch(batch, vocab_size, pad_id)
-        x, y = (t.to(device, non_blocking=True) for t in inputs_targets(batch, pad_id))
-        with model.no_sync() if isinstance(model, DDP) and i < accum - 1 else nullcontext():
-            loss = model(x, y)
-            (loss / accum).backward()
         total += loss.detach()
     if dist.is_initialized(): dist.all_reduce(total)
     return total / (accum * (dist.get_world_size() if dist.is_initialized() else 1))
@@ -684,13 +642,13 @@ def _check_finite(losses:dict, first_step:int, ckpt:Path):
                                      f"checkpoint; the last good checkpoint is {latest_checkpoint(ckpt) or 'none (none written yet)'}")
 
 def train(rec:Recipe, # what to train and how
-          data:str|Data='embedded', # 'embedded', 'c4', a corpus folder, a path/glob of text/JSONL files, or a `Data` from `build_data`
+          data:str|Data='embedded', # 'embedded', 'c4', a corpus folder, a path/glob of text/JSONL files, or a Data from build_data
           out:str|Path='runs/elas', # the run's folder: log.csv, curves.png, tb/ and checkpoints/
           device:str|None=None, # 'cuda' or 'cpu'; default cuda when there is one
-          resume:bool=False, # continue the run in `out` from its latest intact checkpoint
-          overwrite:bool=False, # replace the run in `out`, if there is one
+          resume:bool=False, # continue the run in out from its latest intact checkpoint
+          overwrite:bool=False, # replace the run in out, if there is one
           compile:bool|None=None, # torch.compile the blocks; default: on CUDA
-          cuda_graph:bool|None=None, # replay each micro-batch as a CUDA graph (`GraphedMicroStep`); default: when compiling, without DDP
+          cuda_graph:bool|None=None, # replay each micro-batch as a CUDA graph (GraphedMicroStep); default: when compiling, without DDP
           seed:int=0, # model init and data order
           log_every:int=10, # optimizer steps between log rows (and reads of the loss)
           save:bool=True, # write checkpoints (at every evaluation, and on Ctrl-C)
@@ -773,131 +731,6 @@ def train(rec:Recipe, # what to train and how
                     if first_compiled:
                         first_step_s = time.perf_counter() - tic
                         if main and progress: bar.write(f'first step, with torch.compile{" and CUDA graph capture" if graphed else ""}: {first_step_s:.1f} s')
-                        tic, n0 = time.perf_counter(), step
-                        if not (evaluating or stopping): window = {}; continue
-                    loss = sum(window.values()) / len(window)
-                    tok_s = (step - n0) * rec.tokens_per_step / (time.perf_counter() - tic) if step > n0 else None
-                    row = dict(step=step, tokens=step * rec.tokens_per_step, lr=sched.get_last_lr()[0], loss=loss,
-                               tok_per_s=tok_s, mfu=mfu(tok_s, flops, dev, world) if tok_s else None, mem_gb=peak_memory_gb(dev),
-                               sparse=int(step >= cfg.sparse_warmup) if cfg.sparse else None,
-                               exact=int(getattr(opt, 'last_step_exact', False)), time_s=time.perf_counter() - t0,
-                               relu2_zeros=relu2_zero_fractions(model, probe) or None if main and probe is not None else None)  # only rank 0 logs
-                    bar.set_postfix(loss=f'{loss:.3f}')
-                    if evaluating and rec.eval_tokens != 0:
-                        final = evaluate(runner, ds.valid(), ds.pad_id, dev, rec.eval_tokens)
-                        row.update(val_loss=final['val_loss'], val_ppl=final['val_ppl'])
-                        if main and progress:
-                            bar.write(f"step {step}: loss {loss:.3f}, val loss {final['val_loss']:.3f}, val ppl {final['val_ppl']:.2f}")
-                    if main and save and (evaluating or stopping): save_checkpoint(ckpt, step, model, opt, sched, ds.train.state_dict(), rec, run)
-                    if ddp and evaluating: dist.barrier()
-                    if main: log.log(**row)
-                    if stopping: raise KeyboardInterrupt(f"interrupted at step {step} of {rec.steps}" +
-                                                         (f", checkpoint {latest_checkpoint(ckpt)} saved" if save else ", no checkpoint (save=False)"))
-                    window, tic, n0 = {}, time.perf_counter(), step
-            if not final and rec.eval_tokens != 0: final = evaluate(runner, ds.valid(), ds.pad_id, dev, rec.eval_tokens)  # resumed a finished run
-        finally:
-            bar.close()
-            if log: log.close()
-        png = plot_curves(out/'log.csv', out/'curves.png', cfg.sparse_warmup if cfg.sparse else None,
-                          f'{rec.size} {rec.variant} on {ds.name}') if main else None
-    if ddp: dist.destroy_process_group()
-    return dict(losses=losses, **final, log=out/'log.csv', png=png, checkpoint=latest_checkpoint(ckpt) if main else None,
-                first_step_s=first_step_s, train_tokens=ds.train_tokens)
-
-# %% ../nbs/10_train.ipynb #966e30c7T
-def _check_finite(losses:dict, first_step:int, ckpt:Path):
-    "Raise a clear error if any of `losses` (step → value) is not finite, naming the first such step."
-    bad = [s for s, v in losses.items() if not math.isfinite(v)]
-    if bad: raise FloatingPointError(f"loss is {losses[bad[0]]} at step {bad[0]}: stopped at step {first_step}, before any later "
-                                     f"checkpoint; the last good checkpoint is {latest_checkpoint(ckpt) or 'none (none written yet)'}")
-
-def train(rec:Recipe, # what to train and how
-          data:str|Data='embedded', # 'embedded', 'c4', a corpus folder, a path/glob of text/JSONL files, or a Data from build_data
-          out:str|Path='runs/elas', # the run's folder: log.csv, curves.png, tb/ and checkpoints/
-          device:str|None=None, # 'cuda' or 'cpu'; default cuda when there is one
-          resume:bool=False, # continue the run in out from its latest intact checkpoint
-          overwrite:bool=False, # replace the run in out, if there is one
-          compile:bool|None=None, # torch.compile the blocks; default: on CUDA
-          seed:int=0, # model init and data order
-          log_every:int=10, # optimizer steps between log rows (and reads of the loss)
-          save:bool=True, # write checkpoints (at every evaluation, and on Ctrl-C)
-          wandb:bool=False, # also log to Weights & Biases (if installed)
-          progress:bool=True, # tqdm progress bar
-          tokenizer:str|None=None, # a tokenizer.json for local data (default: the corpus folder's, else the embedded one)
-          valid:str|None=None, # local validation files (default: the corpus folder's valid.jsonl, else 2 % of the windows)
-          cache_dir:str|None=None, # keep tokenized local data here and reuse it
-         ) -> dict:
-    "Train `rec` on `data`; returns the per-step losses, the final validation metrics and the output paths."
-    _check_int('log_every', log_every); _check_int('seed', seed, 0)
-    rank, world, dev = init_distributed(device)
-    ddp, main = dist.is_initialized(), rank == 0
-    compile = dev.type == 'cuda' if compile is None else compile
-    out = Path(out); ckpt = out/'checkpoints'
-    rec = replace(rec, micro_batch=min(rec.micro_batch, max(1, rec.batch_size // world)))
-    accum_steps(rec, world)  # the batch must split into micro-batches: checked before anything is built
-    run = dict(data=data.name if isinstance(data, Data) else str(data), seed=seed, tokenizer=tokenizer, valid=valid)
-    with run_folder(out, resume, overwrite) if main else nullcontext():
-        if resume:
-            start, manifest, passed = good_checkpoint(ckpt)
-            changed = resume_changes({**manifest['recipe'], **manifest['run']}, {**asdict(rec), **run})
-            if main:
-                for why in passed: warnings.warn(f"{why}: resuming from the previous intact checkpoint, {start}")
-                print(f"resuming from {start}" + ''.join(f", --{k} {a} → {b}" for k, (a, b) in changed.items()))
-        vocab = data.vocab_size if isinstance(data, Data) else model_vocab_size(load_tokenizer(data_tokenizer(data, tokenizer)))
-        cfg = model_config(rec.size, rec.variant, paper_width=rec.paper_width, vocab_size=vocab, max_seq_len=rec.seq_len,
-                           sparse_warmup=rec.sparse_warmup, sparsifier=rec.sparsifier, mask_grad=rec.mask_grad)
-        fitted, note = fit_micro_batch(rec, cfg, dev, world, int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if dev.type == 'cpu' else 1)
-        if ddp:  # every rank must run the same micro-batches
-            m = torch.tensor(fitted.micro_batch, device=dev); dist.all_reduce(m, dist.ReduceOp.MIN); fitted = replace(rec, micro_batch=int(m))
-        if fitted.micro_batch != rec.micro_batch:
-            if isinstance(data, Data): raise MemoryError(f"{note}; but data= yields batches of its own size: build it with batch_size={fitted.micro_batch}")
-            if main: print(note or f"--micro_batch {rec.micro_batch} does not fit every rank's device: using --micro_batch {fitted.micro_batch}")
-        rec = fitted
-        accum = accum_steps(rec, world)
-        ds = data if isinstance(data, Data) else build_data(data, rec.seq_len, rec.micro_batch, seed, rank, world, tokenizer=tokenizer,
-                                                            valid=valid, cache_dir=cache_dir)
-        probe = next(iter(ds.valid()), None)  # fixed sequences on which ReLU² sparsity is measured
-        probe = probe[:8, :-1].to(dev) if probe is not None else None
-        torch.manual_seed(seed)
-        model = Llama(cfg).to(dev, train_dtype(dev))
-        opt, sched = make_optimizer(model, rec)
-        step = 0
-        if resume:
-            state = load_checkpoint(start, model, opt, sched)
-            step = state['step']; ds.train.load_state_dict(state['data'])
-        if compile: torch._dynamo.reset()  # a fresh compiler cache: runs of other models in this process must not use up its recompile limit
-        set_sparse24(model, step >= cfg.sparse_warmup)
-        runner = prepare_model(model, compile=compile, ddp=ddp)
-        flops = train_flops_per_token(cfg, rec.seq_len)
-        settings = dict(recipe=asdict(rec), model=asdict(cfg), data=ds.name, train_tokens=ds.train_tokens, world_size=world,
-                        compile=compile, resumed_with={k: b for k, (a, b) in changed.items()} if resume else None)
-        if main and overwrite:
-            for name in RUN_FILES: _remove(out/name)  # the old run goes only now, with the new one built and about to train
-        log = RunLog(out, settings, step if resume else None, wandb) if main else None
-        if main and progress:
-            print(f'{rec.size} {rec.variant}: {count_parameters(model)["total"] / 1e6:.2f} M parameters, {accum} × '
-                  f'{rec.micro_batch} × {world} sequences × {rec.seq_len} tokens = {rec.tokens_per_step:,} tokens/step, '
-                  f'{flops / 1e6:.1f} MFLOP/token, {dev}, {"compiled" if compile else "eager"}')
-        losses, window, final, first_step_s = {}, {}, {}, None
-        t0, tic, n0 = time.perf_counter(), time.perf_counter(), step
-        bar = tqdm(total=rec.steps, initial=step, disable=not (main and progress), desc='train')
-        try:
-            with stop_requests(enabled=not ddp) as stop:
-                while step < rec.steps:
-                    window[step + 1] = accumulate_gradients(runner, ds.train, accum, ds.pad_id, dev, vocab_size=cfg.vocab_size)
-                    if rec.grad_clip: nn.utils.clip_grad_norm_(model.parameters(), rec.grad_clip)
-                    opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-                    step += 1
-                    set_sparse24(model, step >= cfg.sparse_warmup)
-                    bar.update()
-                    first_compiled = compile and first_step_s is None  # timed apart: it includes compiling the blocks
-                    evaluating, stopping = step % rec.eval_every == 0 or step == rec.steps, stop.is_set()
-                    if step % log_every and not (evaluating or first_compiled or stopping): continue
-                    window = dict(zip(window, torch.stack(list(window.values())).tolist()))  # the one read of the losses
-                    _check_finite(window, step, ckpt); losses.update(window)
-                    if first_compiled:
-                        first_step_s = time.perf_counter() - tic
-                        if main and progress: bar.write(f'first step, with torch.compile: {first_step_s:.1f} s')
                         tic, n0 = time.perf_counter(), step
                         if not (evaluating or stopping): window = {}; continue
                     loss = sum(window.values()) / len(window)
