@@ -5,7 +5,7 @@ import torch
 import triton
 from triton.testing import do_bench
 
-PEAK_TFLOPS = 989.0  # H200 dense bf16 datasheet peak: the MFU denominator of baselines-h200.md
+PEAK_TFLOPS = 989.0  # H200 dense bf16 datasheet peak: the MFU denominator (as in nanoGPT and torchtitan's MFU)
 
 
 def git_commit() -> str:

@@ -134,7 +134,7 @@ def main(argv=None):
                                     'the FFN input included, parameters and tensors computed from weights alone excluded',
                     paper=dict(ffn_activation_gb=PAPER_FFN_GB, model='1b', seq_len=256,
                                source="the paper's figures (LORO → ELAS) as a secondary summary reports them "
-                                      "(shared/spec/method.md §4, marked (s)); not read from the paper itself"))
+                                      "(a secondary summary of the paper); not read from the paper itself"))
     rows = []
     for size in a.sizes.split(','):
         for variant in a.variants.split(','):

@@ -8,7 +8,7 @@ i.e. compiled) and divides. For each size and mode: ELAS over full rank at the p
 paper's); and, to attribute the speed-up, LORO and LORO-ReLU² over full rank (padded width) and ELAS over LORO-ReLU² (the
 share of 2:4 sparsity). Rows that are missing or
 failed read "not measured". The paper's figures (1.75/1.80/1.88/2.75× for 60M…1B) are its maximum speed-ups over full rank
-as a secondary summary reports them (shared/spec/method.md §4), from the authors' own setup, not measured here.
+as a secondary summary reports them, from the authors' own setup, not measured here.
 """
 import argparse, json, os
 from common import meta
@@ -51,7 +51,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(a.out) or '.', exist_ok=True)
     json.dump(dict(meta=meta(source=a.train, source_meta=train.get('meta'),
                              paper=dict(speedup=PAPER, source="the paper's maximum training speed-ups over full rank, as a "
-                                        "secondary summary reports them (shared/spec/method.md §4); not measured here")),
+                                        "secondary summary reports them; not measured here")),
                    rows=rows), open(a.out, 'w'), indent=1)
     x = lambda v: f'{v:.2f}×' if v is not None else 'not measured'
     print(f"{'size':5} {'mode':5} | {'ELAS / full':>12} {'/ full @paper':>13} {'paper':>6} | "

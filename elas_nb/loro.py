@@ -109,8 +109,8 @@ def loro_exact_update(M:Tensor, # (..., m, r) output factors
                       D_M:Tensor, # (..., m, r) directions for M, standing for G·N
                       D_N:Tensor, # (..., n, r) directions for N, standing for Gᵀ·M
                       lr:float, # step size η
-                      qr:str=EXACT_QR, # QR method, see `thin_qr`
-                      svd:str=EXACT_SVD): # the core's decomposition, see `core_factors`
+                      qr:str=EXACT_QR, # QR method, see thin_qr
+                      svd:str=EXACT_SVD): # the core's decomposition, see core_factors
     "`loro_exact_update_ref` for a whole batch of pairs (any leading dims) at once: batched QRs, products and core decomposition."
     dt = torch.float64 if M.dtype == torch.float64 else torch.float32
     lead, r = M.shape[:-2], M.shape[-1]
@@ -325,7 +325,7 @@ class LOROAdamW(torch.optim.Optimizer):
                  betas:tuple=(0.9, 0.999), # Adam (β1, β2)
                  eps:float=1e-6, # Adam ε
                  weight_decay:float=0.0, # decoupled weight decay λ, every parameter
-                 fused:bool|None=None): # regular and lazy steps through `adamw_fused_`: see `adam_update_`
+                 fused:bool|None=None): # regular and lazy steps through adamw_fused_: see adam_update_
         if not isinstance(model, nn.Module): raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         _check_positive('lr', lr); _check_positive('d_model', d_model, int); _check_positive('exact_every', exact_every, int)
         if not all(0 <= b < 1 for b in betas): raise ValueError(f"betas must lie in [0, 1), got {betas}")

@@ -105,7 +105,7 @@ def _search_alg(compressed:Tensor, b:Tensor) -> tuple:
     if hasattr(torch._C, '_cusparselt'): return tuple(torch._C._cusparselt.mm_search(compressed, b, None, None, None, False)[:3])
     return torch._cslt_sparse_mm_search(compressed, b), 1, -1
 
-def sparse_mm(compressed:Tensor, # (M, ·) compressed 2:4 matrix A (M, K): `relu2_prune_compress(...).compressed` or `_cslt_compress`
+def sparse_mm(compressed:Tensor, # (M, ·) compressed 2:4 matrix A (M, K), from relu2_prune_compress or torch._cslt_compress
               b:Tensor, # (K, N) dense, row-major or the transpose of a row-major tensor
               search:bool=False) -> Tensor: # find and cache the fastest algorithm for this shape (skipped while capturing)
     "A @ b (M, N) on the sparse tensor cores."
