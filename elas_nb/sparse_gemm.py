@@ -152,7 +152,7 @@ def relu2_prune_grad(y1:Tensor, # (T, F) pre-activations, bf16/fp16 (float64: pl
                      d:Tensor, # (T, F) the gradient relu(y1) multiplies (dy2 with the ReLU²'s factor 2), same dtype
                      masked:bool=False, # no gradient where the mask dropped a value
                      out:Tensor|None=None) -> tuple[Tensor, Tensor]: # where the gradient goes (may be d itself); default new
-    "(ỹ2, dy1): ỹ2 = prune24(relu(y1)²) dense and dy1 = relu(y1)·d (0 where the mask dropped, if `masked`), in one pass."
+    "(ỹ2, dy1): ỹ2 = prune24(relu(y1)²) dense and dy1 = relu(y1)·d (exactly 0 where the mask dropped, if `masked`), in one pass."
     if y1.ndim != 2 or y1.shape != d.shape or y1.dtype != d.dtype or not (y1.is_contiguous() and d.is_contiguous()):
         raise ValueError(f"y1 and d must be 2-D, contiguous, with one shape and dtype, got {tuple(y1.shape)} {y1.dtype}, "
                          f"{tuple(d.shape)} {d.dtype}")
@@ -160,7 +160,8 @@ def relu2_prune_grad(y1:Tensor, # (T, F) pre-activations, bf16/fp16 (float64: pl
     if out is None: out = torch.empty_like(y1)
     if y1.dtype == torch.float64 or not (y1.is_cuda or os.environ.get('TRITON_INTERPRET') == '1'):
         y2 = prune24(relu2(y1))  # float64 stays exact (Triton computes in fp32); CPU tensors need the interpreter
-        return y2, torch.mul(torch.where(y2 != 0, y1, 0) if masked else y1.relu(), d, out=out)
+        torch.mul(y1.relu(), d, out=out)
+        return y2, out.masked_fill_(y2 == 0, 0) if masked else out
     (T, F), y2 = y1.shape, torch.empty_like(y1)
     grid = (triton.cdiv(F, GRAD_BLOCK_K), triton.cdiv(T, GRAD_BLOCK_M))
     _relu2_prune_grad_kernel[grid](y1, d, y2, out, T, F, MASKED=masked, BY_HAND=os.environ.get('TRITON_INTERPRET') == '1',
