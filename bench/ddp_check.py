@@ -16,7 +16,8 @@ from pathlib import Path
 def worker(a):
     "One torchrun process: train and, on rank 0, dump the per-step losses."
     import torch
-    from elas_nb.train import recipe, train
+    from elas_nb.config import recipe
+    from elas_nb.train import train
     world = int(os.environ.get('WORLD_SIZE', 1))
     rec = recipe(a.size, a.variant, steps=a.steps, seq_len=a.seq_len, batch_size=a.batch_size, micro_batch=a.batch_size // world,
                  warmup=max(1, a.steps // 5), sparse_warmup=a.steps // 2, exact_every=max(1, a.steps // 3), eval_every=a.steps)

@@ -12,7 +12,7 @@ import torch
 
 from common import graphed, gpu_ms, meta
 
-from elas_nb.lowrank import SIZES, relu2_width
+from elas_nb.config import SIZES, relu2_width
 from elas_nb.relu2 import relu2
 from elas_nb.kernels import lowrank_up_relu2_prune_compress
 from elas_nb.sparse_gemm import relu2_sparse24_down, relu2_sparse24_down_ref, sparse24_available, sparse_mm

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from common import meta
 
 from elas_nb.ffn import ElasFFN, fused_linears
-from elas_nb.lowrank import model_config
+from elas_nb.config import model_config
+from elas_nb.convert import build_model
 from elas_nb.model import Llama, apply_rope
 from elas_nb.sparse24 import set_sparse24
 from elas_nb.train import prepare_model
@@ -32,7 +33,7 @@ from elas_nb.train import prepare_model
 
 def build(size:str, variant:str, device:torch.device, max_seq_len:int, dtype=torch.bfloat16) -> Llama:
     "The model of `variant` in `dtype` on `device`, ELAS with its mask on."
-    with device: model = Llama(model_config(size, variant, max_seq_len=max_seq_len)).to(dtype).eval()
+    with device: model = build_model(model_config(size, variant, max_seq_len=max_seq_len)).to(dtype).eval()
     set_sparse24(model, True)
     return model
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import torch
 from elas_nb.loro import core_factors, ieee_fp32_matmul, thin_qr
-from elas_nb.train import LORO_TABLE
+from elas_nb.config import LORO_TABLE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import meta  # noqa: E402

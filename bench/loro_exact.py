@@ -15,9 +15,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import torch
-from elas_nb.lowrank import LowRankLinear, model_config
-from elas_nb.model import Llama
-from elas_nb.train import LORO_TABLE
+from elas_nb.lowrank import LowRankLinear
+from elas_nb.config import LORO_TABLE, model_config
+from elas_nb.convert import build_model
 from elas_nb.loro import (adam_update_, core_factors, ieee_fp32_matmul, loro_exact_update, loro_exact_update_ref, thin_qr,
                           _zero_moments)
 
@@ -29,7 +29,7 @@ UPDATE_BYTES = 22  # per bf16 parameter: read p, g (2 + 2), read and write m, v 
 
 def pair_groups(size:str) -> Counter:
     "{(M shape, N shape): number of pairs} of the LORO model of `size`, read off a model on the meta device."
-    with torch.device('meta'): model = Llama(model_config(size, 'loro'))
+    with torch.device('meta'): model = build_model(model_config(size, 'loro'))
     return Counter((tuple(m.M.shape), tuple(m.N.shape)) for m in model.modules() if isinstance(m, LowRankLinear))
 
 
@@ -200,7 +200,7 @@ def bench_exact(size, variants, pieces, device, check, deadline, ms_of):
 def bench_update(size, device, ms_of):
     "Rows for the regular + lazy AdamW update of the whole bf16 model: the fused kernel against the foreach path."
     cfg = model_config(size, 'loro')
-    with torch.device(device): model = Llama(cfg).to(torch.bfloat16)  # initialised where it lives
+    with torch.device(device): model = build_model(cfg).to(torch.bfloat16)  # initialised where it lives
     params = [p.detach().requires_grad_() for p in model.parameters()]
     for p in params: p.grad = torch.randn_like(p)
     n = sum(p.numel() for p in params)

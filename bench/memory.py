@@ -28,7 +28,8 @@ from torch.utils.checkpoint import checkpoint
 from common import meta
 
 from elas_nb.ffn import ElasFFN
-from elas_nb.lowrank import model_config
+from elas_nb.config import model_config
+from elas_nb.convert import build_model
 from elas_nb.model import Llama, weight_bytes
 from elas_nb.sparse24 import set_sparse24
 
@@ -41,7 +42,7 @@ PAPER_FFN_GB = {'loro': {1: 1.42, 32: 45.43, 128: 181.71}, 'elas': {1: 0.80, 32:
 def build(size:str, variant:str, device:torch.device) -> Llama:
     "The bf16 model of `variant` on `device`; recompute variants checkpoint each FFN (loro-relu2) or recompute y1 (elas)."
     base = variant.removesuffix('-recompute')
-    with device: model = Llama(model_config(size, base)).to(torch.bfloat16)
+    with device: model = build_model(model_config(size, base)).to(torch.bfloat16)
     if base == 'elas':
         set_sparse24(model, True)
         for m in model.modules():

@@ -13,7 +13,7 @@ as a secondary summary reports them, from the authors' own setup, not measured h
 import argparse, json, os
 from common import meta
 
-from elas_nb.lowrank import SIZES
+from elas_nb.config import SIZES
 
 PAPER = {'60m': 1.75, '130m': 1.80, '350m': 1.88, '1b': 2.75}
 MODES = ('eager', 'fast')

@@ -12,10 +12,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from common import meta
 
-from elas_nb.lowrank import model_config
-from elas_nb.model import Llama
+from elas_nb.config import model_config, recipe
+from elas_nb.convert import build_model
 from elas_nb.sparse24 import set_sparse24
-from elas_nb.train import GraphedMicroStep, accumulate_gradients, recipe, train_dtype
+from elas_nb.train import GraphedMicroStep, accumulate_gradients, train_dtype
 
 CATEGORIES = (('2:4 gemm', r'sparse|cusparselt|sp_gemm'), ('prune (ours)', r'_relu2_prune_compress|_decompress24'),
               ('prune grad (ours)', r'_relu2_prune_grad'), ('attention', r'flash|fmha|attention'),
@@ -39,7 +39,7 @@ def build(size:str, variant:str, mode:str, dev:torch.device):
     rec = recipe(size, variant, device=str(dev))
     cfg = model_config(size, variant, vocab_size=32000, max_seq_len=rec.seq_len)
     torch.manual_seed(0)
-    model = Llama(cfg).to(dev, train_dtype(dev))
+    model = build_model(cfg).to(dev, train_dtype(dev))
     set_sparse24(model, True)  # ELAS after its dense warm-up
     if mode != 'eager':
         for block in model.layers: block.compile(dynamic=False, mode=mode if mode == 'reduce-overhead' else None)

@@ -13,7 +13,9 @@ import argparse, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 import torch
 from common import meta
-from elas_nb.train import read_log, recipe, train
+from elas_nb.config import recipe
+from elas_nb.runlog import read_log
+from elas_nb.train import train
 
 RESULTS = Path('bench/results')
 

@@ -11,7 +11,7 @@ import torch
 from common import graphed, gpu_ms, meta
 
 from elas_nb.kernels import relu2_prune_compress
-from elas_nb.lowrank import SIZES, relu2_width
+from elas_nb.config import SIZES, relu2_width
 from elas_nb.sparse_gemm import _ALGS, down_gemm_cost, sparse24_available, sparse_mm
 
 TOKENS = (16384, 65536)

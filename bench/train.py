@@ -14,9 +14,10 @@ import torch
 from common import meta
 
 from elas_nb.data import Batches, Data, eval_batches
-from elas_nb.lowrank import model_config, train_flops_per_token
-from elas_nb.model import Llama
-from elas_nb.train import make_optimizer, read_log, recipe, train, train_dtype
+from elas_nb.config import model_config, recipe, train_flops_per_token
+from elas_nb.convert import build_model
+from elas_nb.runlog import read_log
+from elas_nb.train import make_optimizer, train, train_dtype
 
 LOG_EVERY = {'60m': 5, '130m': 4, '350m': 3, '1b': 2}  # steps per log row: three rows per run, the last two timed
 
@@ -30,7 +31,7 @@ def random_data(seq_len:int, micro_batch:int, vocab:int=32000, n:int=8192) -> Da
 def exact_step_ms(rec, repeats:int=3) -> float:
     "Median time of one LORO exact step of the model `rec` builds, gradients random, on the GPU."
     cfg = model_config(rec.size, rec.variant, paper_width=rec.paper_width)
-    model = Llama(cfg).cuda().to(train_dtype(torch.device('cuda')))
+    model = build_model(cfg).cuda().to(train_dtype(torch.device('cuda')))
     opt, _ = make_optimizer(model, rec)
     for p in model.parameters(): p.grad = torch.randn_like(p) * 1e-3
     times = []

@@ -11,7 +11,7 @@ __all__ = ['SPARSIFIERS', 'MASK_GRADS', 'PASSES', 'check_24', 'magnitude', 'mask
 import math
 import torch
 from torch import nn, Tensor
-from .lowrank import ModelConfig
+from .config import ModelConfig
 from .relu2 import relu2
 
 # %% ../nbs/03_sparse24.ipynb #6bab8040
@@ -142,7 +142,7 @@ def gemm_budget(cfg:ModelConfig, # the model to count
     W, dense = ('I' if cfg.gated else 'F'), (None, None, None)
     def linear(part, name, n_in, n_out, dims, first=dense, second=dense):  # dense, or its two factors
         if not cfg.lowrank: return _gemm_rows(part, name, n_in, n_out, dims)
-        a, b = ('A', 'B') if cfg.variant == 'cola' else ('N', 'M')
+        a, b = ('A', 'B') if cfg.linears == 'cola' else ('N', 'M')
         return (_gemm_rows(part, f'{name}.{a}', n_in, r, (dims[0], 'r'), first)
                 + _gemm_rows(part, f'{name}.{b}', r, n_out, ('r', dims[1]), second))
     rows = [row for p in 'qkvo' for row in linear('attention', f'attn.{p}', d, d, ('d', 'd'))]

@@ -72,3 +72,39 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
     assert last == (f'elas-train: interrupted at step {step} of 5000, checkpoint run/checkpoints/step_{step:07d} saved; continue with: '
                     'elas-train --steps 5000 --eval_every 1000 --out run --log_every 1 --quiet --resume')
     assert (tmp_path/'run/checkpoints/latest').read_text() == f'step_{step:07d}' and 'Traceback' not in err
+
+
+def test_every_recipe_field_is_a_flag():
+    "Introspection: each Recipe field has --field and --field-with-dashes, its comment as help; both spellings parse alike."
+    from dataclasses import fields
+    from fastcore.docments import docments
+    from elas_nb.cli import cli_parser
+    from elas_nb.config import Recipe
+    parser = cli_parser()
+    actions = {a.dest: a for a in parser._actions}
+    for f in fields(Recipe):
+        names = [f'--{f.name}'] + ([f"--{f.name.replace('_', '-')}"] if '_' in f.name else [])
+        assert actions[f.name].option_strings == names
+        if f.name not in ('size', 'variant'):  # the command's own, with its defaults tiny and elas
+            assert actions[f.name].help == docments(Recipe)[f.name].replace('%', '%%') + " (default: the recipe's)"
+    dashed = ['--exact-every', '7', '--weight-decay', '0.1', '--grad-clip', '1', '--eval-tokens', 'none', '--paper-width', '--show-recipe',
+              '--log-every', '3', '--kernel', 'dense']
+    underscored = ['--' + a[2:].replace('-', '_') if a.startswith('--') else a for a in dashed]
+    assert vars(parser.parse_args(dashed)) == vars(parser.parse_args(underscored))
+    parsed = vars(parser.parse_args(dashed))
+    assert (parsed['exact_every'], parsed['weight_decay'], parsed['eval_tokens'], parsed['paper_width'], parsed['kernel']) == (7, 0.1, None, True, 'dense')
+    assert 'warmup' not in vars(parser.parse_args([]))  # not given: the recipe's value
+
+
+def test_show_recipe(tmp_path):
+    "--show-recipe prints the resolved settings of a size × variant, the flags given included, and trains nothing."
+    run = elas_train('--size', '130m', '--variant', 'cola', '--weight-decay', '0.05', '--schedule', 'cosine_restart', '--show-recipe',
+                     '--device', 'cpu', cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert lines[:3] == ['--size          130m', '--variant       cola', '--optimizer     adamw']
+    assert '--weight_decay  0.05' in lines and '--schedule      cosine_restart' in lines and '--micro_batch   4' in lines
+    assert lines[-3].startswith('model: 130m cola (cola linears of rank 256, swiglu FFN of width 2048)')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['elas-train']
+    bad = elas_train('--kernel', 'fast', '--show-recipe', cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stderr == "elas-train: error: --kernel must be one of auto, sparse, dense, got 'fast'\n"

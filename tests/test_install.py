@@ -18,7 +18,8 @@ import importlib, pkgutil, torch, elas_nb
 mods = [m.name for m in pkgutil.iter_modules(elas_nb.__path__) if not m.name.startswith('_')]
 for m in mods: importlib.import_module(f'elas_nb.{m}')
 from elas_nb.kernels import HAS_TRITON, relu2_prune_compress
-from elas_nb.train import recipe, train
+from elas_nb.config import recipe
+from elas_nb.train import train
 assert not HAS_TRITON
 rec = recipe('tiny', 'elas', steps=4, batch_size=4, seq_len=32, warmup=1, sparse_warmup=2, exact_every=2, eval_every=4, eval_tokens=256)
 res = train(rec, out=sys.argv[1], progress=False, log_every=2)
@@ -38,7 +39,7 @@ def test_import_and_train_without_triton(tmp_path):
                          cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.splitlines()[0].startswith('Triton is not installed: the Triton kernels need it')
-    assert 'imported cli, data, ffn, kernels, loro, lowrank, model, relu2, sparse24, sparse_gemm, train' in run.stdout
+    assert 'imported checkpoint, cli, config, convert, data, ffn, kernels, loro, lowrank, model, relu2, runlog, sparse24, sparse_gemm, train' in run.stdout
 
 
 def test_runtime_requirements():

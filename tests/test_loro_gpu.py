@@ -5,8 +5,9 @@ import math
 
 import pytest
 import torch
-from elas_nb.lowrank import LowRankLinear, model_config
-from elas_nb.model import Llama
+from elas_nb.lowrank import LowRankLinear
+from elas_nb.config import model_config
+from elas_nb.convert import build_model
 from elas_nb.loro import (LOROAdamW, QR_METHODS, SVD_METHODS, adam_update_, adamw_fused_, fusable, loro_exact_update,
                           loro_exact_update_ref, _zero_moments)
 
@@ -52,7 +53,7 @@ def test_fused_kernel_equals_float64(dtype, decay, aligned):
 def test_update_paths_agree_on_a_model():
     "adam_update_ on a bf16 LLaMA's parameters: the fused kernel and the foreach path, three steps."
     torch.manual_seed(0)
-    params = [p.detach() for p in Llama(model_config('tiny', 'loro')).to(DEV, torch.bfloat16).parameters()]
+    params = [p.detach() for p in build_model(model_config('tiny', 'loro')).to(DEV, torch.bfloat16).parameters()]
     twins = [p.clone() for p in params]
     st, st_twin = [{} for _ in params], [{} for _ in params]
     assert all(fusable(p, p, *(_zero_moments(p)[k] for k in ('exp_avg', 'exp_avg_sq'))) for p in params)
@@ -116,7 +117,7 @@ def test_bf16_llama_trains_through_exact_steps():
     "A bf16 tiny LLaMA on the GPU, exact every 3 steps: finite, bf16 factors, fp32 moments, the loss goes down."
     torch.manual_seed(0)
     cfg = model_config('tiny', 'loro')
-    model = Llama(cfg).to(DEV, torch.bfloat16)
+    model = build_model(cfg).to(DEV, torch.bfloat16)
     opt = LOROAdamW(model, lr=1e-2, d_model=cfg.d_model, exact_every=3)
     x = torch.randint(cfg.vocab_size, (8, 65), device=DEV)
     losses = []

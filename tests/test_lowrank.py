@@ -1,7 +1,8 @@
 """Property tests of the factorised layers and the analytic counts."""
 import pytest, torch
 from hypothesis import given, settings, strategies as st
-from elas_nb.lowrank import LowRankLinear, CoLALinear, best_rank_r, check_rank, model_config, count_params, SIZES, VARIANTS
+from elas_nb.lowrank import LowRankLinear, CoLALinear, best_rank_r, check_rank
+from elas_nb.config import model_config, count_params, SIZES, VARIANTS
 
 
 @settings(max_examples=40, deadline=None)

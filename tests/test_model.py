@@ -1,16 +1,17 @@
 """Property tests of the FFNs and the LLaMA model over random small configurations."""
 import pytest, torch
 from hypothesis import given, settings, strategies as st
-from elas_nb.lowrank import VARIANTS, ModelConfig, count_params, train_flops_per_token
+from elas_nb.config import VARIANTS, ModelConfig, count_params, train_flops_per_token
 from elas_nb.sparse24 import set_sparse24
 from elas_nb.ffn import ElasFFN
-from elas_nb.model import Llama, count_parameters, measured_train_flops, load_model_state
+from elas_nb.model import count_parameters, measured_train_flops, load_model_state
+from elas_nb.convert import build_model
 
 
 @st.composite
 def configs(draw, variant=None):
     "A small valid ModelConfig of any variant."
-    variant = variant or draw(st.sampled_from(VARIANTS))
+    variant = variant or draw(st.sampled_from(list(VARIANTS)))
     heads, head_dim = draw(st.integers(1, 3)), 2 * draw(st.integers(1, 4))
     d = heads * head_dim
     ffn_width = 4 * draw(st.integers(1, 8))
@@ -22,7 +23,7 @@ def configs(draw, variant=None):
 @settings(max_examples=30, deadline=None)
 @given(configs())
 def test_built_counts_match_analytic(cfg):
-    with torch.device('meta'): model = Llama(cfg)
+    with torch.device('meta'): model = build_model(cfg)
     assert count_parameters(model) == count_params(cfg)
     norms = sum(p.numel() for n, p in model.named_parameters() if 'norm' in n)
     assert measured_train_flops(model) == train_flops_per_token(cfg) - 6 * norms
@@ -33,7 +34,7 @@ def test_built_counts_match_analytic(cfg):
 def test_causal(cfg, T, data, masked):
     "Logits before position t do not depend on tokens from t on, with the ELAS mask on or off."
     torch.manual_seed(0)
-    model = Llama(cfg).double()
+    model = build_model(cfg).double()
     set_sparse24(model, masked)
     t = data.draw(st.integers(1, T - 1))
     idx = torch.randint(0, cfg.vocab_size, (2, T))
@@ -47,7 +48,7 @@ def test_causal(cfg, T, data, masked):
 def test_load_model_state_all_or_nothing(cfg, other):
     "Loading another model's state either fits every key and shape, or raises and changes nothing."
     torch.manual_seed(0)
-    model, source = Llama(cfg), Llama(other)
+    model, source = build_model(cfg), build_model(other)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fits = {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in source.state_dict().items()}
     if fits:
