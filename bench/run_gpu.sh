@@ -23,7 +23,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 case " $steps " in *" tests "*) run python3 -m pytest -q -p no:cacheprovider tests/ -k gpu ;; esac
 case " $steps " in *" notebooks "*) run python3 tools/execute_nbs.py --gpu $(grep -l '#| gpu' nbs/*.ipynb) ;; esac
 if [[ " $steps " == *" bench "* ]]; then
-  for b in prune sparse_gemm ffn train loro_exact; do [ -f bench/$b.py ] && run python3 bench/$b.py; done
+  # alone on the machine: speed rows measured beside another job are host-bound (see the train.json rows' `beside` field)
+  for b in prune sparse_gemm ffn profile_step train loro_exact loro_core memory inference; do [ -f bench/$b.py ] && run python3 bench/$b.py; done
 fi
 tar cf "$OUT/gpu_results.tar" bench/results nbs/*.ipynb
 exit $status
