@@ -11,7 +11,7 @@ One failing variant is recorded (its error string) and the script goes on. Write
     python bench/loro_core.py --sizes 60m --variants eigh subspace1
     python bench/loro_core.py --device cpu --sizes tiny --out /tmp/core.json   # a smoke test without a GPU
 """
-import argparse, json, math, os, statistics, sys, time, traceback
+import argparse, json, math, os, statistics, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import torch
@@ -20,7 +20,7 @@ from elas_nb.config import LORO_TABLE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import meta  # noqa: E402
-from loro_exact import make_group, median_ms, pair_groups, timer  # noqa: E402  the same factors and timing as the whole-step benchmark
+from loro_exact import make_group, median_ms, pair_groups, record_failure, timer  # noqa: E402  the same factors and timing as the whole-step benchmark
 
 VARIANTS = ['eigh', 'eigh-magma', 'eigh-streams2', 'eigh-streams4', 'eigh-streams8', 'cpu-f64', 'cpu-f64-pool', 'cpu-f32-pool',
             'subspace1', 'subspace2', 'subspace-f64', 'svd', 'gesvdj', 'gesvda', 'gesvd']
@@ -144,12 +144,7 @@ def bench_size(size, variants, device, check, deadline, ms_of):
             if residual: row['residual'] = max(residual)
             print(f"{name:20s} {row['ms']:9.1f} ms  rel. error {row['rel_err']:.1e}"
                   + (f"  residual {row['residual']:.1e}" if residual else ''), flush=True)
-        except TimeoutError as e:
-            row['error'] = str(e); print(f"{name:20s} {e}", flush=True)
-        except Exception as e:  # a driver this build refuses, MAGMA missing, out of memory: record it and go on
-            row['error'] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            print(f"{name:20s} FAILED {row['error']}", flush=True)
-            traceback.print_exc(limit=2)
+        except Exception as e: record_failure(row, f"{name:20s}", e)  # a driver this build refuses, MAGMA missing, out of memory
         finally:
             if device == 'cuda': torch.cuda.empty_cache()
         rows.append(row)

@@ -152,6 +152,14 @@ def rel_error(outs, refs, check):
     return err
 
 
+def record_failure(row:dict, label:str, e:Exception):
+    "Store and print why a variant did not run (time budget, driver, memory); a traceback unless it was the budget."
+    if isinstance(e, TimeoutError): row['error'] = str(e); print(f"{label} {e}", flush=True); return
+    row['error'] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    print(f"{label} FAILED {row['error']}", flush=True)
+    traceback.print_exc(limit=2)
+
+
 def bench_exact(size, variants, pieces, device, check, deadline, ms_of):
     "Rows for the exact step of `size`."
     lr = LORO_TABLE[size][0]
@@ -185,12 +193,7 @@ def bench_exact(size, variants, pieces, device, check, deadline, ms_of):
                                     for name, fn in piece_fns(variant, groups, lr).items()}
             print(f"{variant:24s} {row['ms']:9.1f} ms  rel. error {row['rel_err']:.1e}  "
                   + ' '.join(f"{k} {v:.1f}" for k, v in row.get('pieces_ms', {}).items()), flush=True)
-        except TimeoutError as e:
-            row['error'] = str(e); print(f"{variant:24s} {e}", flush=True)
-        except Exception as e:  # an unsupported driver, out of memory: report it and go on
-            row['error'] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            print(f"{variant:24s} FAILED {row['error']}", flush=True)
-            traceback.print_exc(limit=2)
+        except Exception as e: record_failure(row, f"{variant:24s}", e)  # an unsupported driver, out of memory: report it and go on
         finally:
             if device == 'cuda': torch.cuda.empty_cache()
         rows.append(row)
