@@ -11,6 +11,7 @@ against 989 TFLOP/s, the dense bf16 peak of the H100/H200 datasheet.
 """
 import argparse, gc, json, os, tempfile, time
 import torch
+from torch.profiler import ProfilerActivity, profile
 from common import meta
 
 from elas_nb.data import Batches, Data, eval_batches
@@ -45,14 +46,39 @@ def exact_step_ms(rec, repeats:int=3) -> float:
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def measure(size:str, variant:str, mode:str, paper_width:bool=False, exact:bool=True) -> dict:
-    "One row: `train()` on random tokens, read back from its log."
+def merged_ms(intervals:list) -> float:
+    "Length of the union of (start, end) intervals, in ms (the profiler's times are µs)."
+    total, end = 0.0, float('-inf')
+    for a, b in sorted(intervals):
+        if b > end: total += b - max(a, end); end = b
+    return total / 1e3
+
+
+def step_trace(prof, skip:int) -> dict:
+    """From a profile of a whole `train()`: over its optimizer steps after the first `skip`, the wall time per step, the share of it the
+    GPU was busy, and the host's top operations by their own CPU time per step (what keeps the CPU from running ahead of the GPU)."""
+    events = prof.events()
+    starts = sorted(e.time_range.start for e in events if e.name.startswith('Optimizer.step'))
+    t0, t1, n = starts[skip], starts[-1], len(starts) - 1 - skip
+    inside = [e for e in events if t0 <= e.time_range.start < t1]
+    gpu = [(e.time_range.start, e.time_range.end) for e in inside if e.device_type == torch.autograd.DeviceType.CUDA]
+    host = {}
+    for e in inside:
+        if e.device_type == torch.autograd.DeviceType.CPU: host[e.name] = host.get(e.name, 0.0) + e.self_cpu_time_total / 1e3 / n
+    step_ms = (t1 - t0) / 1e3 / n
+    return dict(steps=n, step_ms=round(step_ms, 3), gpu_busy_share=round(merged_ms(gpu) / n / step_ms, 3),
+                host_ms_per_step=[(k[:80], round(v, 3)) for k, v in sorted(host.items(), key=lambda x: -x[1])[:15]])
+
+
+def measure(size:str, variant:str, mode:str, paper_width:bool=False, exact:bool=True, trace:bool=False) -> dict:
+    "One row: `train()` on random tokens, read back from its log; with `trace`, one more run under the profiler (`step_trace`)."
     torch._dynamo.reset(); gc.collect(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
     k = LOG_EVERY[size]
     rec = recipe(size, variant, steps=3 * k, eval_tokens=0, sparse_warmup=0, paper_width=paper_width)
+    run = lambda out: train(rec, data=random_data(rec.seq_len, rec.micro_batch), out=out, compile=mode == 'fast', log_every=k,
+                            save=False, progress=False)
     with tempfile.TemporaryDirectory() as out:
-        res = train(rec, data=random_data(rec.seq_len, rec.micro_batch), out=out, compile=mode == 'fast', log_every=k,
-                    save=False, progress=False)
+        res = run(out)
         rows = read_log(res['log'])
     timed = [(int(r['step']) - int(prev['step']), float(r['tok_per_s'])) for prev, r in zip(rows, rows[1:])]  # all but the first row
     tok_s = sum(n for n, _ in timed) / sum(n / t for n, t in timed)
@@ -62,6 +88,10 @@ def measure(size:str, variant:str, mode:str, paper_width:bool=False, exact:bool=
                batch=rec.batch_size, mode=mode, tokens_per_s=tok_s, mfu=tok_s * train_flops_per_token(cfg, rec.seq_len) / 989e12,
                peak_gb=max(float(r['mem_gb']) for r in rows), first_step_s=res['first_step_s'])
     if exact and rec.optimizer == 'loro' and mode == 'fast': row['exact_step_ms'] = exact_step_ms(rec)
+    if trace:
+        torch._dynamo.reset()
+        with tempfile.TemporaryDirectory() as out, profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof: run(out)
+        row['trace'] = step_trace(prof, skip=k)
     return row
 
 
@@ -72,6 +102,7 @@ def main():
     ap.add_argument('--modes', default='fast,eager')
     ap.add_argument('--paper-width', default='1b', help='sizes at which full and loro also run at the paper\'s SwiGLU width')
     ap.add_argument('--no-exact', action='store_true', help="don't time LORO's exact step")
+    ap.add_argument('--trace', default='', help='size:variant rows (comma-separated) also run once under the profiler (step_trace)')
     ap.add_argument('--out', default='bench/results/train.json')
     a = ap.parse_args()
     runs = [(s, v, m, False) for m in a.modes.split(',') for s in a.sizes.split(',') for v in a.variants.split(',')]
@@ -79,7 +110,7 @@ def main():
     old = json.load(open(a.out)) if os.path.exists(a.out) else dict(rows=[])
     rows, run_meta = [], meta()
     for size, variant, mode, paper in runs:
-        try: r = measure(size, variant, mode, paper, not a.no_exact)
+        try: r = measure(size, variant, mode, paper, not a.no_exact, f'{size}:{variant}' in a.trace.split(',') and not paper)
         except torch.cuda.OutOfMemoryError: r = dict(size=size, variant=variant, mode=mode, paper_width=paper, error='OOM')
         r['commit'] = run_meta['commit']
         rows.append(r); print(json.dumps(r), flush=True)
@@ -92,6 +123,11 @@ def main():
         if 'error' in r: print(f"{r['size']:5} {r['variant']:11} {'':>5} {r['mode']:5} {r['error']}"); continue
         print(f"{r['size']:5} {r['variant']:11} {r['ffn_width']:5} {r['mode']:5} {r['tokens_per_s']:10.0f} {r['mfu']:5.3f} "
               f"{r['peak_gb']:6.1f} {r['first_step_s'] or 0:9.1f} {r.get('exact_step_ms', float('nan')):8.1f}")
+    for r in rows:
+        if 'trace' in r:
+            t = r['trace']
+            print(f"\n{r['size']} {r['variant']} {r['mode']}: {t['step_ms']:.1f} ms per step, GPU busy {t['gpu_busy_share']:.2f}; host ms per step: "
+                  + ', '.join(f'{k} {v:.2f}' for k, v in t['host_ms_per_step'][:8]))
 
 
 if __name__ == '__main__': main()

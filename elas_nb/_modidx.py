@@ -303,5 +303,6 @@ d = { 'settings': { 'branch': 'main',
                                'elas_nb.train.memory_estimate': ('train.html#memory_estimate', 'elas_nb/train.py'),
                                'elas_nb.train.prepare_model': ('train.html#prepare_model', 'elas_nb/train.py'),
                                'elas_nb.train.stop_requests': ('train.html#stop_requests', 'elas_nb/train.py'),
+                               'elas_nb.train.to_device': ('train.html#to_device', 'elas_nb/train.py'),
                                'elas_nb.train.train': ('train.html#train', 'elas_nb/train.py'),
                                'elas_nb.train.train_dtype': ('train.html#train_dtype', 'elas_nb/train.py')}}}

@@ -184,10 +184,9 @@ def pack(stream:np.ndarray, # documents' ids, each ending in </s>, concatenated 
 # %% ../nbs/09_data.ipynb #838aee80
 def inputs_targets(batch:Tensor, # (B, T+1) token ids
                    pad_id:int=0) -> tuple[Tensor, Tensor]:
-    "(B, T) inputs and (B, T) targets, padding targets set to -100."
-    x, y = batch[:, :-1], batch[:, 1:].clone()
-    y[y == pad_id] = -100
-    return x, y
+    "(B, T) inputs and (B, T) targets, padding targets set to -100 (on the batch's device, without waiting for it)."
+    x, y = batch[:, :-1], batch[:, 1:]
+    return x, y.masked_fill(y == pad_id, -100)  # not y[y == pad_id] = -100: boolean indexing waits for a GPU
 
 # %% ../nbs/09_data.ipynb #fc16d93e
 class Batches:

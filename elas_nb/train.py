@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['HEAD_BYTES_PER_LOGIT', 'check_device', 'init_distributed', 'train_dtype', 'prepare_model', 'make_optimizer',
-           'accum_steps', 'check_batch', 'accumulate_gradients', 'GraphedMicroStep', 'evaluate', 'activation_bytes',
-           'memory_estimate', 'free_memory', 'fit_micro_batch', 'stop_requests', 'train']
+           'accum_steps', 'check_batch', 'to_device', 'accumulate_gradients', 'GraphedMicroStep', 'evaluate',
+           'activation_bytes', 'memory_estimate', 'free_memory', 'fit_micro_batch', 'stop_requests', 'train']
 
 # %% ../nbs/10_train.ipynb #bdc112c8
 import math, os, re, signal, sys, threading, time, warnings
@@ -105,6 +105,11 @@ def check_batch(batch:torch.Tensor, # (B, T+1) token ids, on the CPU: before it 
         raise ValueError(f"a training batch has no target: every target is padding (id {pad_id}); the data holds empty documents")
     return batch
 
+def to_device(batch:torch.Tensor, device:torch.device) -> torch.Tensor:
+    "`batch` on `device`; from the CPU to a GPU through pinned memory, so that the copy queues behind the GPU's work instead of waiting for it."
+    if device.type != 'cuda' or batch.device.type != 'cpu': return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
+
 def accumulate_gradients(model:nn.Module, # as prepared
                          batches, # iterator of (B, T+1) batches
                          accum:int, # micro-batches
@@ -117,7 +122,7 @@ def accumulate_gradients(model:nn.Module, # as prepared
     for i in range(accum):
         batch = next(batches)
         if vocab_size is not None: check_batch(batch, vocab_size, pad_id)
-        x, y = (t.to(device, non_blocking=True) for t in inputs_targets(batch, pad_id))
+        x, y = inputs_targets(to_device(batch, device), pad_id)
         if graphed is not None: loss = graphed(x, y, accum)
         else:
             with model.no_sync() if isinstance(model, DDP) and i < accum - 1 else nullcontext():

@@ -107,3 +107,23 @@ def test_loro_core(tmp_path):
     assert rows['eigh']['rel_err'] < 1e-4 and rows['cpu-f64']['rel_err'] < 1e-6 and rows['eigh']['ms'] > 0
     assert 'residual' in rows['subspace1'] and rows['gesvd']['error'] == 'RuntimeError: needs CUDA'
     assert rows['eigh']['sigma_r'] >= rows['eigh']['sigma_r1'] and 'vs eigh' in stdout
+
+
+def test_step_trace(tmp_path):
+    "bench/train.py's profile reading: the union of GPU intervals against brute force, and a real profile of a tiny CPU `train()`."
+    import importlib.util
+    from torch.profiler import ProfilerActivity, profile
+    from elas_nb.config import recipe
+    from elas_nb.train import train
+    spec = importlib.util.spec_from_file_location('bench_train', ROOT/'bench'/'train.py')
+    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    intervals = [(0, 5), (3, 9), (12, 13), (12.5, 12.7), (20, 20)]
+    covered = sum(any(a <= t / 10 < b for a, b in intervals) for t in range(0, 300))  # 0.1 µs grid
+    assert abs(bench.merged_ms(intervals) * 1e3 - covered / 10) < 1e-9
+    rec = recipe('tiny', 'elas', steps=6, eval_tokens=0, batch_size=4, micro_batch=2, seq_len=16)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train(rec, data=bench.random_data(rec.seq_len, rec.micro_batch, vocab=4096), out=tmp_path/'run', device='cpu',
+              log_every=3, save=False, progress=False)
+    t = bench.step_trace(prof, skip=2)
+    assert t['steps'] == 3 and t['step_ms'] > 0 and t['gpu_busy_share'] == 0  # no CUDA kernels on a CPU
+    assert any(name.startswith('aten::') for name, _ in t['host_ms_per_step'])
