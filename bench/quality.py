@@ -6,7 +6,7 @@ per-layer ReLU² zero fractions) under bench/results/quality_logs/.
 
 The corpus folder is built first if it does not exist (`bench/corpora.py`; for `english`, give --src, the english-mix
 folder). The recipes are the paper's, scaled to the run at its fractions: learning-rate warm-up 10 % of the steps, ELAS's
-dense 2:4 warm-up 10 % (`--sparse-warmup`), LORO's exact step every steps/20. Every run uses seed 0: the same initialisation
+dense 2:4 warm-up 10 % (`--sparse-warmup`), LORO's exact step every steps/20. Every run uses seed 0 (`--seed` repeats a run with another seed, to see the noise): the same initialisation
 where shapes agree and the same data order.
 """
 import argparse, json, os, shutil, subprocess, sys, time
@@ -27,13 +27,13 @@ def run(a, variant:str) -> dict:
     rec = recipe(a.size, variant, steps=steps, warmup=steps // 10, sparse_warmup=round(a.sparse_warmup * steps),
                  exact_every=max(1, steps // 20), eval_every=max(1, steps // 4), eval_tokens=None,
                  sparsifier=a.sparsifier if elas else 'top2', mask_grad=a.mask_grad if elas else 'ste')
-    name = f'{a.corpus}-{a.size}-{variant}' + ''.join(f'-{k}{v:g}' if isinstance(v, float) else f'-{v}' for k, v, default in
+    name = f'{a.corpus}-{a.size}-{variant}' + (f'-seed{a.seed}' if a.seed else '') + ''.join(f'-{k}{v:g}' if isinstance(v, float) else f'-{v}' for k, v, default in
                                                       (('warmup', a.sparse_warmup, 0.1), ('', a.sparsifier, 'top2'), ('', a.mask_grad, 'ste'))
                                                       if elas and v != default)
     out = Path(a.work)/name
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    res = train(rec, data=a.dir, out=out, cache_dir=Path(a.dir)/'cache', log_every=a.log_every, save=False, progress=False,
+    res = train(rec, data=a.dir, out=out, cache_dir=Path(a.dir)/'cache', log_every=a.log_every, save=False, progress=False, seed=a.seed,
                 cuda_graph=False if a.no_cuda_graph else None)
     wall = time.perf_counter() - t
     rows = read_log(res['log'])
@@ -43,7 +43,7 @@ def run(a, variant:str) -> dict:
     return dict(size=a.size, variant=variant, corpus=a.corpus, tokens=steps * rec.tokens_per_step,
                 epochs=steps * rec.tokens_per_step / res['train_tokens'], steps=steps, warmup_frac=a.sparse_warmup if elas else None,
                 sparsifier=rec.sparsifier if elas else None, mask_grad=rec.mask_grad if elas else None,
-                val_loss=res['val_loss'], val_ppl=res['val_ppl'], tokens_per_s=sum(timed) / len(timed), wall_s=wall,
+                seed=a.seed, val_loss=res['val_loss'], val_ppl=res['val_ppl'], tokens_per_s=sum(timed) / len(timed), wall_s=wall,
                 log=f'quality_logs/{name}.csv')
 
 
@@ -59,6 +59,7 @@ def main():
     ap.add_argument('--sparsifier', default='top2', help='ELAS: top2, mvue or soft-threshold')
     ap.add_argument('--mask-grad', default='ste', help='ELAS: ste or masked')
     ap.add_argument('--log-every', type=int, default=20)
+    ap.add_argument('--seed', type=int, default=0, help='model initialisation and data order')
     ap.add_argument('--no-cuda-graph', action='store_true', help='compiled blocks without CUDA graphs')
     ap.add_argument('--deadline', type=float, default=float('inf'), help='seconds: start no run after this')
     ap.add_argument('--work', default='/tmp/quality_runs')
@@ -75,7 +76,7 @@ def main():
         if time.perf_counter() - t0 > a.deadline: print(f'deadline: {variant} not run', flush=True); continue
         row = dict(run(a, variant), commit=meta()['commit'])
         print(json.dumps(row), flush=True)
-        key = lambda r: (r['size'], r['variant'], r['corpus'], r['tokens'], r['warmup_frac'], r['sparsifier'], r['mask_grad'])
+        key = lambda r: (r['size'], r['variant'], r['corpus'], r['tokens'], r['warmup_frac'], r['sparsifier'], r['mask_grad'], r.get('seed', 0))
         results['rows'] = [r for r in results['rows'] if key(r) != key(row)] + [row]
         results['meta'] = meta()
         Path(a.out).write_text(json.dumps(results, indent=1))

@@ -58,13 +58,15 @@ def step_trace(prof, skip:int) -> dict:
     """From a profile of a whole `train()`: over its optimizer steps after the first `skip`, the wall time per step, the share of it the
     GPU was busy, and the host's top operations by their own CPU time per step (what keeps the CPU from running ahead of the GPU)."""
     events = prof.events()
-    starts = sorted(e.time_range.start for e in events if e.name.startswith('Optimizer.step'))
+    cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+    starts = sorted(e.time_range.start for e in events if e.device_type == cpu and e.name.startswith('Optimizer.step'))
     t0, t1, n = starts[skip], starts[-1], len(starts) - 1 - skip
     inside = [e for e in events if t0 <= e.time_range.start < t1]
-    gpu = [(e.time_range.start, e.time_range.end) for e in inside if e.device_type == torch.autograd.DeviceType.CUDA]
+    gpu = [(e.time_range.start, e.time_range.end) for e in inside  # kernels and copies; not the GPU-side copies of annotations
+           if e.device_type == cuda and not e.is_user_annotation]
     host = {}
     for e in inside:
-        if e.device_type == torch.autograd.DeviceType.CPU: host[e.name] = host.get(e.name, 0.0) + e.self_cpu_time_total / 1e3 / n
+        if e.device_type == cpu: host[e.name] = host.get(e.name, 0.0) + e.self_cpu_time_total / 1e3 / n
     step_ms = (t1 - t0) / 1e3 / n
     return dict(steps=n, step_ms=round(step_ms, 3), gpu_busy_share=round(merged_ms(gpu) / n / step_ms, 3),
                 host_ms_per_step=[(k[:80], round(v, 3)) for k, v in sorted(host.items(), key=lambda x: -x[1])[:15]])
