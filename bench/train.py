@@ -102,7 +102,7 @@ def main():
     ap.add_argument('--sizes', default='60m,130m,350m,1b')
     ap.add_argument('--variants', default='full,loro,loro-relu2,elas')
     ap.add_argument('--modes', default='fast,eager')
-    ap.add_argument('--paper-width', default='1b', help='sizes at which full and loro also run at the paper\'s SwiGLU width')
+    ap.add_argument('--paper-width', default='60m,350m,1b', help='sizes at which full and loro also run at the paper\'s SwiGLU width')
     ap.add_argument('--no-exact', action='store_true', help="don't time LORO's exact step")
     ap.add_argument('--trace', default='', help='size:variant rows (comma-separated) also run once under the profiler (step_trace)')
     ap.add_argument('--out', default='bench/results/train.json')
