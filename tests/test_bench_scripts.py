@@ -46,6 +46,7 @@ def test_inference(tmp_path):
     "Prefill eager and 'compiled' (dynamo disabled: the script's path, not Inductor, which takes a minute on a CPU) and decode."
     res, stdout = run('inference', tmp_path, '--device', 'cpu', '--size', 'tiny', '--prefill-batch', '2', '--seq', '16',
                       '--decode-batches', '1,2', '--new-tokens', '4', '--prefill-reps', '2', '--decode-reps', '2',
+                      '--modes', 'eager,compiled', '--decode-modes', 'eager',
                       env={'TORCHDYNAMO_DISABLE': '1'})
     rows = res['rows']
     assert [(r['variant'], r['phase'], r['mode'], r['batch']) for r in rows] == [
@@ -75,6 +76,8 @@ def test_kv_cache_decode_matches_full_forwards():
         assert torch.equal(got, seq[:, 16:]), variant
         torch.testing.assert_close(first, full[:, 15]); torch.testing.assert_close(second, full[:, 16])
         torch.testing.assert_close(inference.last_logits(model, seq), model(seq)[:, -1])
+        with torch.no_grad(): static = inference.generate_static(model, prompt, 8, graph=False)  # one shape for every step
+        assert torch.equal(static, got), variant
 
 
 def test_paper_speedup(tmp_path):
