@@ -58,9 +58,10 @@ def last_logits(model:Llama, idx:torch.Tensor) -> torch.Tensor:
 
 
 def new_cache(model:Llama, batch:int, length:int) -> list:
-    "Empty (keys, values) buffers (B, H, length, h) for every block."
+    """Zeroed (keys, values) buffers (B, H, length, h) for every block (zeros: a masked position still enters the product with
+    weight 0, and 0 × a NaN left in uninitialised memory would be NaN)."""
     c, w = model.config, model.embed.weight
-    return [tuple(w.new_empty(batch, c.n_heads, length, c.head_dim) for _ in range(2)) for _ in model.layers]
+    return [tuple(w.new_zeros(batch, c.n_heads, length, c.head_dim) for _ in range(2)) for _ in model.layers]
 
 
 def cached_attention(attn, x:torch.Tensor, cos, sin, keys:torch.Tensor, values:torch.Tensor, pos:int|torch.Tensor) -> torch.Tensor:
