@@ -45,8 +45,7 @@ def ffn_path(model:Llama, tokens:int) -> str|None:
     "The path ELAS's FFNs take for `tokens` tokens: 'sparse' (2:4 tensor cores) or 'dense-simulation'; None if no ELAS."
     m = next((m for m in model.modules() if isinstance(m, ElasFFN)), None)
     if m is None: return None
-    padded = tokens + -tokens % 16  # as ElasFFN.forward pads them
-    return 'sparse' if m.sparse_path(m.up.N.new_empty(padded, m.up.rank)) else 'dense-simulation'
+    return 'sparse' if m.sparse_path(m.pad_rows(m.up.N.new_empty(tokens, m.up.rank))) else 'dense-simulation'
 
 
 def last_logits(model:Llama, idx:torch.Tensor) -> torch.Tensor:

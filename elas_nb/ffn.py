@@ -81,11 +81,16 @@ class ElasFFN(ReLU2FFN):
     def forward(self, x:Tensor) -> Tensor:
         if not self.sparse24_active: return super().forward(x)
         h1 = (x @ self.up.N).flatten(0, -2)  # (tokens, r)
-        rows = h1.shape[0]
-        tiled = F.pad(h1, (0, 0, 0, -rows % 16)) if rows % 16 else h1  # zero rows up to the 2:4 GEMM's multiple of 16
-        if self.sparse_path(tiled): h2 = relu2_sparse24_down(tiled, self.up.M, self.down.N, self.recompute, self.mask_grad)[:rows]
+        tiled = self.pad_rows(h1)
+        if self.sparse_path(tiled):
+            h2 = relu2_sparse24_down(tiled, self.up.M, self.down.N, self.recompute, self.mask_grad)[:h1.shape[0]]
         else: h2 = relu2_sparse24_down_ref(h1, self.up.M, self.down.N, self.sparsifier, self.mask_grad)
         return (h2 @ self.down.M.T).view(*x.shape[:-1], -1)
+
+    @staticmethod
+    def pad_rows(h1:Tensor) -> Tensor: # (tokens, r) bottleneck activations
+        "`h1` with zero rows appended up to the 2:4 GEMM's multiple of 16 tokens (the forward drops their outputs)."
+        return F.pad(h1, (0, 0, 0, -h1.shape[0] % 16)) if h1.shape[0] % 16 else h1
 
     def sparse_path(self, h1:Tensor) -> bool: # (tokens, r) bottleneck activations
         "Whether this forward runs on the sparse tensor cores (`kernel='sparse'` raises, `'auto'` warns once, when it cannot)."
