@@ -22,13 +22,16 @@ def meta(**extra) -> dict:
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), **extra)
 
 
-def graphed(fn):
-    "`fn` captured in a CUDA graph (after a warm-up on a side stream); returns the graph's replay."
+def graphed(fn, reset=None, warmups:int=1):
+    """`fn` captured in a CUDA graph, after `warmups` runs on a side stream (cuBLAS and cuSPARSELt set up); `reset()`, if given,
+    then undoes what those runs changed. Returns the graph's replay."""
     side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side): fn()
+    with torch.cuda.stream(side):
+        for _ in range(warmups): fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph): fn()
+    if reset is not None: reset()
     return graph.replay
 
 

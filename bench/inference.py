@@ -24,7 +24,7 @@ import argparse, gc, json, os, statistics, time
 
 import torch
 import torch.nn.functional as F
-from common import meta
+from common import graphed, meta
 
 from elas_nb.ffn import ElasFFN, fused_linears
 from elas_nb.config import model_config
@@ -107,19 +107,6 @@ def generate(model:Llama, prompt:torch.Tensor, new_tokens:int, clock=None) -> to
     return torch.cat(out, 1)
 
 
-def graphed(fn, reset):
-    """`fn` captured as a CUDA graph, after two warm-up runs on a side stream (cuBLAS and cuSPARSELt set up); `reset()` then undoes
-    what the warm-up runs changed. Returns the graph's replay."""
-    side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2): fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph): fn()
-    reset()
-    return graph.replay
-
-
 def generate_static(model:Llama, prompt:torch.Tensor, new_tokens:int, clock=None, graph:bool=True) -> torch.Tensor:
     "`generate` with every one-token step of one shape (`cached_step` at a tensor position), replayed as one CUDA graph if `graph`."
     B, T = prompt.shape
@@ -129,7 +116,7 @@ def generate_static(model:Llama, prompt:torch.Tensor, new_tokens:int, clock=None
     def step():
         out.index_copy_(1, pos.view(1) - T, tok)
         tok.copy_(cached_step(model, tok, cache, pos).argmax(-1, keepdim=True)); pos.add_(1)
-    if graph: step = graphed(step, reset=lambda: (tok.copy_(first), pos.fill_(T)))
+    if graph: step = graphed(step, reset=lambda: (tok.copy_(first), pos.fill_(T)), warmups=2)
     if clock: clock.start()
     for _ in range(new_tokens): step()
     if clock: clock.stop()
@@ -166,7 +153,7 @@ def prefill_row(model, size, variant, mode, batch, seq, reps) -> dict:
     idx = torch.randint(1, V, (batch, seq), device=dev)
     t = time.perf_counter()
     run = lambda: last_logits(model, idx)
-    if mode == 'graphed': run = graphed(run, reset=lambda: None)
+    if mode == 'graphed': run = graphed(run, warmups=2)
     else: run()  # the first call: compiles in compiled mode
     if dev.type == 'cuda': torch.cuda.synchronize()
     first_s = time.perf_counter() - t
