@@ -94,10 +94,11 @@ def soft_threshold24(x:Tensor, # values to sparsify along the last dim
                      scale:float=1.0) -> Tensor: # multiply the result (S-STE's β)
     "Soft 2:4 thresholding: shrink every value of a group by its 3rd-largest magnitude and clip at 0."
     check_24(x)
-    a = x.abs().unflatten(-1, (-1, 2, 2))         # each group of four as two pairs
-    lo, hi = a.amin(-1), a.amax(-1)               # per pair: (.., groups, 2)
-    t = torch.minimum(lo.amax(-1), hi.amin(-1))   # third-largest of four = second-smallest: elementwise, so it fuses
-    return (scale * x.sign() * (x.abs() - t.repeat_interleave(4, -1)).clamp(min=0))
+    g = x.unflatten(-1, (-1, 4))
+    pairs = g.abs().unflatten(-1, (2, 2))                                  # each group of four as two pairs
+    lo, hi = pairs.amin(-1), pairs.amax(-1)
+    t = torch.minimum(lo.amax(-1), hi.amin(-1)).unsqueeze(-1)              # third-largest of four = second-smallest
+    return (scale * g.sign() * (g.abs() - t).clamp(min=0)).flatten(-2)
 
 # %% ../nbs/03_sparse24.ipynb #67718e4c
 SPARSIFIERS = {'top2': prune24, 'mvue': mvue24, 'soft-threshold': soft_threshold24}
