@@ -76,7 +76,7 @@ def main():
         if time.perf_counter() - t0 > a.deadline: print(f'deadline: {variant} not run', flush=True); continue
         row = dict(run(a, variant), commit=meta()['commit'])
         print(json.dumps(row), flush=True)
-        key = lambda r: (r['size'], r['variant'], r['corpus'], r['tokens'], r['warmup_frac'], r['sparsifier'], r['mask_grad'], r.get('seed', 0))
+        key = lambda r: (r['size'], r['variant'], r['corpus'], r['tokens'], r['warmup_frac'], r['sparsifier'], r['mask_grad'], r.get('seed') or 0)  # rows from before --seed hold None
         results['rows'] = [r for r in results['rows'] if key(r) != key(row)] + [row]
         results['meta'] = meta()
         Path(a.out).write_text(json.dumps(results, indent=1))
